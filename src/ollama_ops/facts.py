@@ -86,7 +86,7 @@ def parse_cpu_list(text: str) -> list[int]:
             end = int(hi) if sep else start
         except ValueError as exc:
             raise FactsError(
-                f"CPU list {text!r}: {part!r} is not a number or range; write e.g. \"0-15,32-47\""
+                f'CPU list {text!r}: {part!r} is not a number or range; write e.g. "0-15,32-47"'
             ) from exc
         if start < 0 or end < start:
             raise FactsError(f"CPU list {text!r}: range {part!r} is backwards or negative")
@@ -129,16 +129,24 @@ def _known(cls: type, data: Mapping[str, Any], where: str) -> None:
     for key in data:
         if key not in names:
             near = difflib.get_close_matches(key, sorted(names), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(sorted(names))}"
+            hint = (
+                f"; did you mean {near[0]!r}?"
+                if near
+                else f"; known keys: {', '.join(sorted(names))}"
+            )
             raise FactsError(f"facts: unknown key {where}{key!r}{hint}")
 
 
-def _int(data: Mapping[str, Any], key: str, default: int | None, where: str, *, minimum: int = 0) -> int:
+def _int(
+    data: Mapping[str, Any], key: str, default: int | None, where: str, *, minimum: int = 0
+) -> int:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise FactsError(f"facts: {where}{key} = {value!r} must be a whole number")
     if value < minimum:
-        raise FactsError(f"facts: {where}{key} = {value} is impossible; it must be at least {minimum}")
+        raise FactsError(
+            f"facts: {where}{key} = {value} is impossible; it must be at least {minimum}"
+        )
     return value
 
 
@@ -153,7 +161,9 @@ def _opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
 
 def from_json_dict(data: Any) -> HostFacts:
     if not isinstance(data, dict):
-        raise FactsError("facts: the top level must be a JSON object such as `ollama-ops facts --json` prints")
+        raise FactsError(
+            "facts: the top level must be a JSON object such as `ollama-ops facts --json` prints"
+        )
     _known(HostFacts, data, "")
     nodes = []
     for i, raw in enumerate(data.get("numa_nodes") or []):
@@ -163,7 +173,7 @@ def from_json_dict(data: Any) -> HostFacts:
         _known(NumaNode, raw, where)
         cpus = raw.get("cpus", "")
         if not isinstance(cpus, str):
-            raise FactsError(f"facts: {where}cpus = {cpus!r} must be a CPU list string like \"0-15\"")
+            raise FactsError(f'facts: {where}cpus = {cpus!r} must be a CPU list string like "0-15"')
         parse_cpu_list(cpus)
         nodes.append(NumaNode(id=_int(raw, "id", i, where), cpus=cpus))
     gpus = []
@@ -202,7 +212,7 @@ def from_json_dict(data: Any) -> HostFacts:
     ollama = OllamaInstall(**{k: _opt(ollama_raw, k, str, "ollama.") for k in ollama_raw})
     devices = data.get("device_nodes") or []
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
-        raise FactsError("facts: device_nodes must be a list of paths such as \"/dev/nvidia0\"")
+        raise FactsError('facts: device_nodes must be a list of paths such as "/dev/nvidia0"')
     return HostFacts(
         memory_bytes=_int(data, "memory_bytes", None, "", minimum=1),
         cpus=_int(data, "cpus", 1, "", minimum=1),

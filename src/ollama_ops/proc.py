@@ -57,9 +57,7 @@ def run(
             check=False,
         )
     except FileNotFoundError as exc:
-        raise CommandError(
-            f"{argv[0]}: command not found; install it or put it on PATH"
-        ) from exc
+        raise CommandError(f"{argv[0]}: command not found; install it or put it on PATH") from exc
     except subprocess.TimeoutExpired as exc:
         raise CommandError(f"{shlex.join(argv)}: no answer after {timeout:g}s") from exc
     done = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)

@@ -1,0 +1,408 @@
+"""Plan -> files on disk -> a running service, or the previous files back.
+
+The flow follows pip-tools: a pure ``changes()``/``diff()`` first, then side
+effects. Each apply keeps the before-image of every file it touches as a
+numbered generation under ``<root>/var/lib/ollama-ops``; ``rollback``
+restores the newest one byte for byte. Writes are atomic (temp file in the
+same directory, fsync, rename, fsync of the directory), so a crash leaves
+either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import difflib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ollama_ops import api
+from ollama_ops.errors import ApplyError, CommandError, OpsError, RollbackError
+from ollama_ops.plan import Deployment
+from ollama_ops.systemd import Systemctl, require
+
+STATE_DIR = "/var/lib/ollama-ops"
+FILE_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str  # absolute path as seen from inside root
+    old: bytes | None  # None: absent
+    new: bytes | None  # None: to be removed (a file ollama-ops wrote earlier, no longer planned)
+
+    @property
+    def kind(self) -> str:
+        if self.old is None:
+            return "new"
+        return "removed" if self.new is None else "changed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    changes: tuple[Change, ...]
+    generation: int | None
+    restarted: bool
+    message: str
+
+
+def host_path(root: Path, path: str) -> Path:
+    if not path.startswith("/") or "/../" in path + "/":
+        raise OpsError(f"refusing path {path!r}: not absolute or contains '..'")
+    return root / path.lstrip("/")
+
+
+def check_root(root: Path) -> None:
+    if not root.is_dir():
+        raise OpsError(f"--root {str(root)!r} is not a directory; pass an existing directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise OpsError(f"--root {str(root)!r} cannot be read; run as root or fix its permissions")
+
+
+def is_live(root: Path) -> bool:
+    return root.resolve() == Path("/")
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OpsError(
+            f"cannot read {str(path)!r} ({exc.strerror}); check permissions or --root"
+        ) from exc
+
+
+def _owned_path(root: Path) -> Path:
+    return host_path(root, f"{STATE_DIR}/owned.json")
+
+
+def owned_files(root: Path) -> set[str]:
+    raw = _read(_owned_path(root))
+    if raw is None:
+        return set()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return set()
+    return {p for p in data if isinstance(p, str)} if isinstance(data, list) else set()
+
+
+def changes(root: Path, files: Mapping[str, str]) -> list[Change]:
+    """What installing ``files`` would change under root, stale owned files included."""
+    out: list[Change] = []
+    for path in sorted(files):
+        new = files[path].encode()
+        old = _read(host_path(root, path))
+        if old != new:
+            out.append(Change(path, old, new))
+    for path in sorted(owned_files(root) - set(files)):
+        old = _read(host_path(root, path))
+        if old is not None:
+            out.append(Change(path, old, None))
+    return out
+
+
+def diff(changes_: list[Change]) -> str:
+    chunks: list[str] = []
+    for change in changes_:
+        old = (change.old or b"").decode(errors="replace").splitlines(keepends=True)
+        new = (change.new or b"").decode(errors="replace").splitlines(keepends=True)
+        before = "/dev/null" if change.old is None else f"a{change.path}"
+        after = "/dev/null" if change.new is None else f"b{change.path}"
+        chunks.append("".join(difflib.unified_diff(old, new, before, after)))
+    return "".join(chunks)
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mkdirs(directory: Path) -> None:
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    _mkdirs(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    _fsync_dir(path.parent)
+
+
+def _generations_dir(root: Path) -> Path:
+    return host_path(root, f"{STATE_DIR}/generations")
+
+
+def generations(root: Path) -> list[int]:
+    directory = _generations_dir(root)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in directory.iterdir()
+        if p.name.isdigit() and (p / "manifest.json").is_file()
+    )
+
+
+def _save_generation(root: Path, changes_: list[Change], enabled_unit: str | None) -> int:
+    existing = generations(root)
+    number = (existing[-1] + 1) if existing else 1
+    state = host_path(root, STATE_DIR)
+    _mkdirs(state.parent)
+    state.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(state, 0o700)
+    gen_dir = _generations_dir(root) / str(number)
+    gen_dir.mkdir(mode=0o700, parents=True)
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "previous_owned": sorted(owned_files(root)),
+        "enabled_unit": enabled_unit,
+        "files": {
+            c.path: None if c.old is None else base64.b64encode(c.old).decode("ascii")
+            for c in changes_
+        },
+    }
+    atomic_write(gen_dir / "manifest.json", json.dumps(manifest, indent=1).encode(), mode=0o600)
+    return number
+
+
+def _install(root: Path, changes_: list[Change], owned: set[str]) -> None:
+    for change in changes_:
+        target = host_path(root, change.path)
+        if change.new is None:
+            _remove(target)
+        else:
+            atomic_write(target, change.new)
+    atomic_write(_owned_path(root), json.dumps(sorted(owned)).encode(), mode=0o600)
+
+
+def _restore(root: Path, number: int) -> dict[str, object]:
+    gen_dir = _generations_dir(root) / str(number)
+    try:
+        manifest = json.loads((gen_dir / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RollbackError(
+            f"generation {number} under {gen_dir} is unreadable ({exc}); restore by hand"
+        ) from exc
+    for path, encoded in manifest["files"].items():
+        target = host_path(root, path)
+        if encoded is None:
+            _remove(target)
+        else:
+            atomic_write(target, base64.b64decode(encoded))
+    atomic_write(
+        _owned_path(root), json.dumps(manifest.get("previous_owned", [])).encode(), mode=0o600
+    )
+    for leftover in gen_dir.iterdir():
+        leftover.unlink()
+    gen_dir.rmdir()
+    return dict(manifest)
+
+
+# ------------------------------------------------------------- activation
+
+WAIT_PROPS = ("ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus")
+
+
+def expected_properties(deployment: Deployment) -> dict[str, str]:
+    """The `systemctl show` values that prove systemd read the planned limits."""
+    expected: dict[str, str] = {}
+    for key in ("MemoryMax", "MemoryHigh"):
+        value = deployment.value(key)
+        if value is not None:
+            expected[key] = str(int(value[:-1]) * 1024**2) if value.endswith("M") else value
+    for key in (
+        "CPUWeight",
+        "AllowedCPUs",
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+    ):
+        value = deployment.value(key)
+        if value is not None:
+            expected[key] = value
+    return expected
+
+
+def _wait_healthy(
+    systemctl: Systemctl,
+    deployment: Deployment,
+    timeout: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> str | None:
+    """None when the unit is running and the API answers; otherwise why not."""
+    unit = deployment.unit_name
+    first = systemctl.show(unit, WAIT_PROPS)
+    restarts = first.get("NRestarts", "0")
+    deadline = clock() + timeout
+    while True:
+        props = systemctl.show(unit, WAIT_PROPS)
+        state, sub = props.get("ActiveState", ""), props.get("SubState", "")
+        if state == "failed" or sub == "auto-restart" or props.get("NRestarts", "0") != restarts:
+            return f"{unit} failed to stay up ({state}/{sub}, result {props.get('Result', '?')}, exit status {props.get('ExecMainStatus', '?')})"
+        if state == "active" and api.is_up(deployment.api_url, timeout=2.0):
+            return None
+        if clock() >= deadline:
+            return f"{unit} is {state}/{sub} but {deployment.api_url} did not answer within {timeout:g}s"
+        sleep(0.5)
+
+
+def _check_properties(systemctl: Systemctl, deployment: Deployment) -> str | None:
+    expected = expected_properties(deployment)
+    actual = systemctl.show(deployment.unit_name, list(expected))
+    wrong = [
+        f"{k}={actual.get(k)!r} (planned {v!r})" for k, v in expected.items() if actual.get(k) != v
+    ]
+    return "systemd reports " + ", ".join(wrong) if wrong else None
+
+
+def _activate(
+    systemctl: Systemctl,
+    deployment: Deployment,
+    *,
+    enable: bool,
+    timeout: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> str | None:
+    systemctl.daemon_reload()
+    if enable:
+        systemctl.enable(deployment.unit_name)
+    systemctl.reset_failed(deployment.unit_name)
+    try:
+        systemctl.restart(deployment.unit_name)
+    except CommandError as exc:
+        return str(exc)
+    problem = _check_properties(systemctl, deployment)
+    if problem:
+        return problem
+    return _wait_healthy(systemctl, deployment, timeout, clock, sleep)
+
+
+def apply(
+    deployment: Deployment,
+    files: Mapping[str, str],
+    root: Path,
+    *,
+    restart: bool = True,
+    timeout: float = 60.0,
+    systemctl: Systemctl | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Install ``files`` under root; on the live system also reload, restart and verify.
+
+    If the service does not come up, the previous files are restored, systemd
+    is reloaded and the service restarted with them, and ApplyError says why.
+    """
+    check_root(root)
+    live = systemctl is not None or is_live(root)
+    if live and systemctl is None:
+        require("systemctl")
+        systemctl = Systemctl()
+    pending = changes(root, files)
+    if not pending:
+        return Outcome(
+            (), None, False, "nothing to change: the installed files already match the plan"
+        )
+    if not os.access(root, os.W_OK):
+        raise OpsError(f"--root {str(root)!r} is not writable; run as root")
+    enable = deployment.write_base_unit and any(
+        c.path == deployment.unit_path and c.old is None for c in pending
+    )
+    number = _save_generation(
+        root, pending, deployment.unit_name if enable and live and restart else None
+    )
+    try:
+        _install(root, pending, set(files))
+    except OSError as exc:
+        _restore(root, number)
+        raise ApplyError(
+            f"writing {exc.filename or 'a file'} failed ({exc.strerror}); nothing was changed"
+        ) from exc
+    if not live or not restart or systemctl is None:
+        if live and systemctl is not None:
+            systemctl.daemon_reload()
+        return Outcome(
+            tuple(pending), number, False, f"wrote {len(pending)} file(s) as generation {number}"
+        )
+    problem = _activate(
+        systemctl, deployment, enable=enable, timeout=timeout, clock=clock, sleep=sleep
+    )
+    if problem is None:
+        return Outcome(
+            tuple(pending),
+            number,
+            True,
+            f"applied generation {number}; {deployment.unit_name} is up",
+        )
+    tail = systemctl.journal_tail(deployment.unit_name, 3)
+    _rollback_live(root, number, systemctl, deployment.unit_name)
+    detail = f" (journal: {' | '.join(tail)})" if tail else ""
+    raise ApplyError(f"{problem}{detail}; the previous configuration was restored")
+
+
+def _rollback_live(root: Path, number: int, systemctl: Systemctl, unit: str) -> None:
+    manifest = _restore(root, number)
+    enabled = manifest.get("enabled_unit")
+    if isinstance(enabled, str):
+        systemctl.disable(enabled)
+    systemctl.daemon_reload()
+    systemctl.reset_failed(unit)
+    if not (isinstance(enabled, str) and enabled == unit):
+        # The old configuration may not start either; its files are back regardless.
+        with contextlib.suppress(CommandError):
+            systemctl.restart(unit)
+
+
+def rollback(
+    root: Path, unit: str, *, restart: bool = True, systemctl: Systemctl | None = None
+) -> int:
+    """Restore the newest generation's before-image; returns its number."""
+    check_root(root)
+    numbers = generations(root)
+    if not numbers:
+        raise RollbackError(
+            f"no previous generation under {host_path(root, STATE_DIR)}; nothing to roll back"
+        )
+    live = (is_live(root) or systemctl is not None) and restart
+    if live:
+        if systemctl is None:
+            require("systemctl")
+            systemctl = Systemctl()
+        _rollback_live(root, numbers[-1], systemctl, unit)
+    else:
+        _restore(root, numbers[-1])
+    return numbers[-1]

@@ -1,0 +1,118 @@
+"""systemctl, journalctl and systemd-analyze, through the one subprocess wrapper."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ollama_ops import proc
+from ollama_ops.errors import CommandError
+
+
+def require(program: str) -> None:
+    if shutil.which(program) is None:
+        raise CommandError(
+            f"{program} not found on PATH; install systemd or use --root DIR to only write files"
+        )
+
+
+class Systemctl:
+    """The live system manager. Tests substitute a fake with the same methods."""
+
+    def daemon_reload(self) -> None:
+        proc.run(["systemctl", "daemon-reload"], timeout=120)
+
+    def restart(self, unit: str) -> None:
+        proc.run(["systemctl", "restart", unit], timeout=300)
+
+    def enable(self, unit: str) -> None:
+        proc.run(["systemctl", "enable", unit], timeout=60)
+
+    def disable(self, unit: str) -> None:
+        proc.run(["systemctl", "disable", unit], check=False, timeout=60)
+
+    def reset_failed(self, unit: str) -> None:
+        proc.run(["systemctl", "reset-failed", unit], check=False, timeout=60)
+
+    def show(self, unit: str, props: Sequence[str]) -> dict[str, str]:
+        out = proc.run(["systemctl", "show", unit, "-p", ",".join(props)], timeout=60).stdout
+        return parse_show(out)
+
+    def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
+        done = proc.run(
+            ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
+            check=False,
+            timeout=30,
+        )
+        return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+def parse_show(text: str) -> dict[str, str]:
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props[key] = value
+    return props
+
+
+_VERSION_RE = re.compile(r"^systemd (\d+)")
+
+
+def installed_version() -> int | None:
+    if shutil.which("systemctl") is None:
+        return None
+    match = _VERSION_RE.match(proc.run(["systemctl", "--version"], check=False).stdout)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class SecurityScore:
+    exposure: float
+    findings: tuple[dict[str, object], ...]
+
+
+def security_offline(root: Path, unit: str) -> SecurityScore:
+    """`systemd-analyze security --offline` on files under root: the exposure score 0-10."""
+    require("systemd-analyze")
+    done = proc.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            f"--root={root}",
+            "--no-pager",
+            "--json=short",
+            unit,
+        ],
+        check=False,
+        timeout=60,
+    )
+    try:
+        rows = json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CommandError(f"systemd-analyze security {unit}: {tail}") from exc
+    total = 0.0
+    for row in rows:
+        exposure = row.get("exposure")
+        if isinstance(exposure, int | float):
+            total += float(exposure)
+    text = proc.run(
+        ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager", unit],
+        check=False,
+        timeout=60,
+    ).stdout
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", text)
+    return SecurityScore(exposure=float(match.group(1)) if match else total, findings=tuple(rows))
+
+
+def verify(root: Path, unit: str) -> list[str]:
+    """`systemd-analyze verify` warnings for a unit under root (empty: clean)."""
+    require("systemd-analyze")
+    done = proc.run(["systemd-analyze", "verify", f"--root={root}", unit], check=False, timeout=60)
+    return [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
