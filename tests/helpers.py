@@ -1,0 +1,73 @@
+"""Shared test helpers: fixture hosts and a fake systemctl."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ollama_ops import facts
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HOSTS = sorted((FIXTURES / "hosts").glob("*.json"))
+
+
+def host(name: str) -> facts.HostFacts:
+    return facts.loads((FIXTURES / "hosts" / f"{name}.json").read_text(), name)
+
+
+INSTALLER_UNIT = """\
+[Unit]
+Description=Ollama Service
+After=network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/ollama serve
+User=ollama
+Group=ollama
+Restart=always
+RestartSec=3
+Environment="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+[Install]
+WantedBy=default.target
+"""
+
+
+class FakeSystemctl:
+    """Records calls; `fail_start` makes the unit crash-loop like a bad config."""
+
+    def __init__(self, props: dict[str, str] | None = None, *, fail_start: bool = False) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.props = props or {}
+        self.fail_start = fail_start
+        self.started = False
+
+    def daemon_reload(self) -> None:
+        self.calls.append(("daemon-reload",))
+
+    def restart(self, unit: str) -> None:
+        self.calls.append(("restart", unit))
+        self.started = True
+
+    def enable(self, unit: str) -> None:
+        self.calls.append(("enable", unit))
+
+    def disable(self, unit: str) -> None:
+        self.calls.append(("disable", unit))
+
+    def reset_failed(self, unit: str) -> None:
+        self.calls.append(("reset-failed", unit))
+
+    def show(self, unit: str, props: Sequence[str]) -> dict[str, str]:
+        state = {
+            "ActiveState": "activating" if self.fail_start else "active",
+            "SubState": "auto-restart" if self.fail_start else "running",
+            "Result": "exit-code" if self.fail_start else "success",
+            "NRestarts": "0",
+            "ExecMainStatus": "1" if self.fail_start else "0",
+        }
+        state.update(self.props)
+        return {p: state.get(p, "") for p in props}
+
+    def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
+        return ["Error: mkdir /srv/models/blobs: permission denied"] if self.fail_start else []

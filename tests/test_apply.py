@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from ollama_ops import apply, config, plan, render
+from ollama_ops.errors import ApplyError, OpsError, RollbackError
+from tests.helpers import INSTALLER_UNIT, FakeSystemctl, host
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    unit = tmp_path / "etc/systemd/system/ollama.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text(INSTALLER_UNIT)
+    return tmp_path
+
+
+def deployment(text: str = "") -> tuple[plan.Deployment, dict[str, str]]:
+    d = plan.build(host("nvidia-1x24g"), config.loads(text))
+    return d, render.render(d)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "var/lib/ollama-ops" not in str(p)
+    }
+
+
+def test_first_apply_writes_files_second_changes_nothing(root: Path) -> None:
+    d, files = deployment()
+    first = apply.apply(d, files, root)
+    assert {c.path for c in first.changes} == set(files)
+    assert first.generation == 1
+    for path in files:
+        target = root / path.lstrip("/")
+        assert target.read_text() == files[path]
+        mode = stat.S_IMODE(target.stat().st_mode)
+        assert mode == 0o644, oct(mode)
+    state = root / "var/lib/ollama-ops"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    again = apply.apply(d, files, root)
+    assert again.changes == () and "nothing to change" in again.message
+    # the packaged unit is never edited
+    assert (root / "etc/systemd/system/ollama.service").read_text() == INSTALLER_UNIT
+
+
+def test_rollback_restores_previous_bytes(root: Path) -> None:
+    before = snapshot(root)
+    d, files = deployment()
+    apply.apply(d, files, root)
+    d2, files2 = deployment('[limits]\nmemory_max = "20G"\n')
+    apply.apply(d2, files2, root)
+    middle = snapshot(root)
+    assert middle != before
+    assert apply.rollback(root, "ollama.service") == 2
+    assert (root / d.dropin_path.lstrip("/")).read_text() == files[d.dropin_path]
+    assert apply.rollback(root, "ollama.service") == 1
+    assert snapshot(root) == before
+    with pytest.raises(RollbackError, match="nothing to roll back"):
+        apply.rollback(root, "ollama.service")
+
+
+def test_stale_owned_files_are_removed(root: Path) -> None:
+    d, files = deployment()
+    apply.apply(d, files, root)
+    cpu = plan.build(host("cpu-small"), config.DeploymentConfig())
+    pending = apply.changes(root, render.render(cpu))
+    assert any(c.path == plan.MODULES_LOAD_PATH and c.new is None for c in pending)
+
+
+def test_diff_is_unified(root: Path) -> None:
+    d, files = deployment()
+    text = apply.diff(apply.changes(root, files))
+    assert f"+++ b{d.dropin_path}" in text and "--- /dev/null" in text
+
+
+def test_live_apply_restarts_and_verifies(root: Path) -> None:
+    d, files = deployment()
+    expected = apply.expected_properties(d)
+    fake = FakeSystemctl(props=expected)
+    ready = iter([True])
+    import ollama_ops.api as api
+
+    original = api.is_up
+    api.is_up = lambda url, timeout=2.0: next(ready, True)  # type: ignore[assignment]
+    try:
+        outcome = apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None)  # type: ignore[arg-type]
+    finally:
+        api.is_up = original  # type: ignore[assignment]
+    assert outcome.restarted
+    assert ("daemon-reload",) in fake.calls and ("restart", "ollama.service") in fake.calls
+
+
+def test_failed_start_rolls_back_byte_for_byte(root: Path) -> None:
+    d, files = deployment()
+    apply.apply(d, files, root)
+    before = snapshot(root)
+    d2, files2 = deployment('[service]\nmodels_dir = "/srv/models"\n')
+    fake = FakeSystemctl(props=apply.expected_properties(d2), fail_start=True)
+    with pytest.raises(ApplyError, match="previous configuration was restored") as info:
+        apply.apply(d2, files2, root, systemctl=fake, sleep=lambda s: None)  # type: ignore[arg-type]
+    assert "permission denied" in str(info.value)
+    assert snapshot(root) == before
+    assert fake.calls[-1] == ("restart", "ollama.service")  # restarted with the old files
+
+
+def test_property_mismatch_rolls_back(root: Path) -> None:
+    d, files = deployment()
+    fake = FakeSystemctl(props={"MemoryMax": "infinity"})
+    before = snapshot(root)
+    with pytest.raises(ApplyError, match="MemoryMax='infinity'"):
+        apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None)  # type: ignore[arg-type]
+    assert snapshot(root) == before
+
+
+def test_write_failure_leaves_nothing_half_written(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d, files = deployment()
+    before = snapshot(root)
+    real = apply.atomic_write
+    count = {"n": 0}
+
+    def flaky(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if "modules-load" in str(path):
+            raise OSError(28, "No space left on device", str(path))
+        count["n"] += 1
+        real(path, data, mode)
+
+    monkeypatch.setattr(apply, "atomic_write", flaky)
+    with pytest.raises(ApplyError, match="No space left"):
+        apply.apply(d, files, root)
+    monkeypatch.setattr(apply, "atomic_write", real)
+    assert snapshot(root) == before
+
+
+def test_bad_root_is_a_clear_error(tmp_path: Path) -> None:
+    d, files = deployment()
+    with pytest.raises(OpsError, match="is not a directory"):
+        apply.apply(d, files, tmp_path / "missing")
+
+
+def test_path_escape_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OpsError, match="refusing path"):
+        apply.host_path(tmp_path, "/etc/../../x")
