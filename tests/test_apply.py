@@ -44,7 +44,8 @@ def test_first_apply_writes_files_second_changes_nothing(root: Path) -> None:
     state = root / "var/lib/ollama-ops"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     again = apply.apply(d, files, root)
-    assert again.changes == () and "nothing to change" in again.message
+    assert again.changes == ()
+    assert "nothing to change" in again.message
     # the packaged unit is never edited
     assert (root / "etc/systemd/system/ollama.service").read_text() == INSTALLER_UNIT
 
@@ -76,7 +77,8 @@ def test_stale_owned_files_are_removed(root: Path) -> None:
 def test_diff_is_unified(root: Path) -> None:
     d, files = deployment()
     text = apply.diff(apply.changes(root, files))
-    assert f"+++ b{d.dropin_path}" in text and "--- /dev/null" in text
+    assert f"+++ b{d.dropin_path}" in text
+    assert "--- /dev/null" in text
 
 
 def test_live_apply_restarts_and_verifies(root: Path) -> None:
@@ -84,7 +86,7 @@ def test_live_apply_restarts_and_verifies(root: Path) -> None:
     expected = apply.expected_properties(d)
     fake = FakeSystemctl(props=expected)
     ready = iter([True])
-    import ollama_ops.api as api
+    from ollama_ops import api
 
     original = api.is_up
     api.is_up = lambda url, timeout=2.0: next(ready, True)  # type: ignore[assignment]
@@ -93,7 +95,8 @@ def test_live_apply_restarts_and_verifies(root: Path) -> None:
     finally:
         api.is_up = original  # type: ignore[assignment]
     assert outcome.restarted
-    assert ("daemon-reload",) in fake.calls and ("restart", "ollama.service") in fake.calls
+    assert ("daemon-reload",) in fake.calls
+    assert ("restart", "ollama.service") in fake.calls
 
 
 def test_failed_start_rolls_back_byte_for_byte(root: Path) -> None:
@@ -118,7 +121,9 @@ def test_property_mismatch_rolls_back(root: Path) -> None:
     assert snapshot(root) == before
 
 
-def test_write_failure_leaves_nothing_half_written(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_failure_leaves_nothing_half_written(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d, files = deployment()
     before = snapshot(root)
     real = apply.atomic_write

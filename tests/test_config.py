@@ -49,17 +49,20 @@ read_write_paths = ["/srv/cache"]
         ("[limts]\n", "did you mean 'limits'"),
         ("[limits]\nmemory_max = '-5G'", "is not a size"),
         ("[limits]\nmemory_max = 0", "must be positive"),
-        ("[limits]\nmemory_high = '50G'\nmemory_max = '40G'", "MemoryHigh must be at most MemoryMax"),
+        (
+            "[limits]\nmemory_high = '50G'\nmemory_max = '40G'",
+            "MemoryHigh must be at most MemoryMax",
+        ),
         ("[limits]\nmemory_high_percent = 150", "between 0 and 100"),
         ("[service]\nbind = '0.0.0.0:99999'", "out of range"),
         ("[service]\nbind = 'example.com:80'", "not an IP address"),
         ("[service]\nmodels_dir = 'relative/path'", "absolute path"),
         ("[service]\nmodels_dir = '/srv/%h/models'", "absolute path"),
         ("[service]\nmodels_dir = '/srv/../etc'", "absolute path"),
-        ("[service]\nunit = \"ollama\\n.service\"", "control character"),
+        ('[service]\nunit = "ollama\\n.service"', "control character"),
         ("[service]\nunit = '../evil.service'", "not a service name"),
         ("[environment]\n'BAD NAME' = '1'", "not a valid variable name"),
-        ("[environment]\nOLLAMA_KEEP_ALIVE = \"5m\\nExecStartPre=/bin/sh\"", "control character"),
+        ('[environment]\nOLLAMA_KEEP_ALIVE = "5m\\nExecStartPre=/bin/sh"', "control character"),
         ("[environment]\nOLLAMA_HOST = '0.0.0.0'", "service.bind"),
         ("[service]\nallowed_networks = ['10.0.0.0/33']", "not a network"),
         ("[limits]\nallowed_cpus = '0-3;rm'", "CPU list"),
@@ -83,7 +86,13 @@ def test_missing_default_file_is_fine_missing_named_file_is_not(tmp_path: Path) 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1024", 1024), ("1K", 1024), ("1.5G", int(1.5 * 1024**3)), ("512MiB", 512 * 1024**2), ("2T", 2 * 1024**4)],
+    [
+        ("1024", 1024),
+        ("1K", 1024),
+        ("1.5G", int(1.5 * 1024**3)),
+        ("512MiB", 512 * 1024**2),
+        ("2T", 2 * 1024**4),
+    ],
 )
 def test_parse_size(text: str, expected: int) -> None:
     assert config.parse_size(text, "x") == expected

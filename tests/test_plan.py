@@ -28,7 +28,8 @@ def test_memory_worksheet_is_the_guides_rule() -> None:
     assert values["MemoryHigh"] == f"{int(available * 0.80) // 1024**2}M"
     assert values["MemoryMax"] == f"{int(available * 0.93) // 1024**2}M"
     reason = next(s.reason for s in d.settings if s.key == "MemoryHigh")
-    assert "80%" in reason and "OS reserve 4 GiB" in reason
+    assert "80%" in reason
+    assert "OS reserve 4 GiB" in reason
 
 
 def test_small_host_reserve_scales() -> None:
@@ -38,7 +39,9 @@ def test_small_host_reserve_scales() -> None:
 
 
 def test_config_overrides_are_marked_as_config() -> None:
-    cfg = config.loads('[limits]\nmemory_max = "6G"\ncpu_weight = 300\n[environment]\nOLLAMA_NUM_PARALLEL = 3\n')
+    cfg = config.loads(
+        '[limits]\nmemory_max = "6G"\ncpu_weight = 300\n[environment]\nOLLAMA_NUM_PARALLEL = 3\n'
+    )
     d = plan.build(host("cpu-small"), cfg)
     by_key = {s.key: s for s in d.settings if s.value}
     assert by_key["MemoryMax"].value == str(6 * GiB)
@@ -51,8 +54,11 @@ def test_config_overrides_are_marked_as_config() -> None:
 
 def test_memory_high_above_max_is_refused() -> None:
     cfg = config.loads('[limits]\nmemory_max = "2G"\n')
-    with pytest.raises(PlanError, match="MemoryHigh .* is above MemoryMax") as info:
-        plan.build(host("cpu-small"), dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, memory_high=3 * GiB)))
+    with pytest.raises(PlanError, match=r"MemoryHigh .* is above MemoryMax") as info:
+        plan.build(
+            host("cpu-small"),
+            dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, memory_high=3 * GiB)),
+        )
     assert "\n" not in str(info.value)
 
 
@@ -131,14 +137,17 @@ def test_network_bind_needs_an_allow_list() -> None:
     assert d.api_url == "http://127.0.0.1:11434"
 
 
-@pytest.mark.parametrize(("version", "present"), [(247, False), (252, False), (254, True), (257, True)])
+@pytest.mark.parametrize(
+    ("version", "present"), [(247, False), (252, False), (254, True), (257, True)]
+)
 def test_directives_newer_than_target_are_left_out(version: int, present: bool) -> None:
     facts = dataclasses.replace(host("cpu-small"), systemd_version=version)
     d = plan.build(facts, config.DeploymentConfig())
     assert ("RestartSteps" in settings(d)) is present
     left_out = next(s for s in d.settings if s.key == "RestartMaxDelaySec")
     if not present:
-        assert left_out.value is None and "needs systemd >= 254" in left_out.reason
+        assert left_out.value is None
+        assert "needs systemd >= 254" in left_out.reason
 
 
 def test_start_limits_go_to_the_unit_section() -> None:
@@ -149,9 +158,12 @@ def test_start_limits_go_to_the_unit_section() -> None:
 
 
 def test_relax_leaves_directive_out_with_reason() -> None:
-    d = plan.build(host("cpu-small"), config.loads('[hardening]\nrelax = ["MemoryDenyWriteExecute"]\n'))
+    d = plan.build(
+        host("cpu-small"), config.loads('[hardening]\nrelax = ["MemoryDenyWriteExecute"]\n')
+    )
     s = next(s for s in d.settings if s.key == "MemoryDenyWriteExecute")
-    assert s.value is None and s.source is plan.Source.CONFIG
+    assert s.value is None
+    assert s.source is plan.Source.CONFIG
     with pytest.raises(PlanError, match="not a directive"):
         plan.build(host("cpu-small"), config.loads('[hardening]\nrelax = ["Bogus"]\n'))
 

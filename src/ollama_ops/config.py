@@ -234,7 +234,7 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
 
     svc = tables["service"]
     unit = _str(svc.get("unit", "ollama.service"), w("service.unit"))
-    if not re.fullmatch(r"[A-Za-z0-9_.@:-]+\.service", unit) or unit.startswith("-"):
+    if not re.fullmatch(r"[A-Za-z0-9_@:][A-Za-z0-9_.@:-]*\.service", unit) or ".." in unit:
         raise ConfigError(
             f'{w("service.unit")} = {unit!r} is not a service name; write e.g. "ollama.service"'
         )

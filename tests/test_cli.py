@@ -1,0 +1,154 @@
+"""The CLI in-process: arguments, output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from ollama_ops import cli
+from tests.helpers import FIXTURES, INSTALLER_UNIT
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), cli.Env(stdout=out, stderr=err))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    unit = tmp_path / "etc/systemd/system/ollama.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text(INSTALLER_UNIT)
+    return tmp_path
+
+
+FACTS = str(FIXTURES / "hosts" / "nvidia-1x24g.json")
+
+
+def test_facts_json_round_trips_into_plan(tmp_path: Path, root: Path) -> None:
+    code, out, _ = run("facts", "--json")
+    assert code == 0
+    data = json.loads(out)
+    for key in ("memory_bytes", "cpus", "numa_nodes", "gpus", "systemd_version"):
+        assert key in data
+    facts_file = tmp_path / "facts.json"
+    facts_file.write_text(out)
+    code, out, err = run("plan", "--facts", str(facts_file), "--root", str(root))
+    assert code == 0, err
+    assert "MemoryMax=" in out
+
+
+def test_plan_explains_and_diffs(root: Path) -> None:
+    code, out, _ = run("plan", "--facts", FACTS, "--root", str(root))
+    assert code == 0
+    assert "MemoryHigh=" in out
+    assert "80% of" in out
+    assert "CUDA_VISIBLE_DEVICES=0" in out
+    assert "RestartSteps (not written)" not in out  # the fixture host runs systemd 255
+    assert "+++ b/etc/systemd/system/ollama.service.d/50-ollama-ops.conf" in out
+
+
+def test_apply_dry_run_then_apply_then_nothing(root: Path) -> None:
+    code, out, _ = run("apply", "--facts", FACTS, "--root", str(root), "--dry-run")
+    assert code == cli.Exit.CHANGES_PENDING
+    assert "+++ b/" in out
+    assert not (root / "etc/systemd/system/ollama.service.d").exists()
+    code, out, _ = run("apply", "--facts", FACTS, "--root", str(root))
+    assert code == 0
+    assert "generation 1" in out
+    code, out, _ = run("apply", "--facts", FACTS, "--root", str(root))
+    assert code == 0
+    assert "nothing to change" in out
+    code, out, _ = run("apply", "--facts", FACTS, "--root", str(root), "--dry-run")
+    assert code == 0
+    code, out, _ = run("rollback", "--root", str(root))
+    assert code == 0
+    assert not (root / "etc/systemd/system/ollama.service.d/50-ollama-ops.conf").exists()
+
+
+def test_config_inside_root_is_used(root: Path) -> None:
+    cfg = root / "etc/ollama-ops/ollama-ops.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("[limits]\ncpu_weight = 321\n")
+    code, out, _ = run("plan", "--facts", FACTS, "--root", str(root))
+    assert code == 0
+    assert "CPUWeight=321" in out
+    assert "config" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("[limits]\nmemroy_max = '1G'\n", "did you mean 'memory_max'"),
+        ("[limits]\nmemory_max = '-1G'\n", "not a size"),
+        (
+            "[limits]\nmemory_high = '9G'\nmemory_max = '8G'\n",
+            "MemoryHigh must be at most MemoryMax",
+        ),
+        ("[service]\nbind = '0.0.0.0'\n", "exposes the API to the network"),
+        ('[environment]\nX = "a\\nExecStartPre=/bin/evil"\n', "control character"),
+        ("not toml ===", "not valid TOML"),
+    ],
+)
+def test_bad_config_one_line_nonzero_nothing_written(root: Path, content: str, needle: str) -> None:
+    cfg = root / "bad.toml"
+    cfg.write_text(content)
+    before = sorted(p for p in root.rglob("*"))
+    code, _out, err = run("apply", "--facts", FACTS, "--config", str(cfg), "--root", str(root))
+    assert code == cli.Exit.USAGE
+    assert needle in err
+    assert err.count("\n") == 1
+    assert err.startswith("ollama-ops: error: ")
+    assert sorted(p for p in root.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{", "not valid JSON"),
+        ('{"memory_bytes": -5}', "impossible"),
+        ('{"memory_bytes": 1000, "cpu": 4}', "did you mean 'cpus'"),
+        ('{"memory_bytes": 1000, "gpus": [{"vendor": "intel"}]}', "use one of"),
+        ('{"memory_bytes": 1000, "numa_nodes": [{"id": 0, "cpus": "0-x"}]}', "CPU list"),
+    ],
+)
+def test_bad_facts_one_line(root: Path, tmp_path: Path, content: str, needle: str) -> None:
+    facts_file = tmp_path / "f.json"
+    facts_file.write_text(content)
+    code, _, err = run("plan", "--facts", str(facts_file), "--root", str(root))
+    assert code == cli.Exit.USAGE
+    assert needle in err
+    assert err.count("\n") == 1
+
+
+def test_missing_root_and_missing_facts_file(tmp_path: Path) -> None:
+    code, _, err = run("plan", "--root", str(tmp_path / "nope"))
+    assert code == cli.Exit.USAGE
+    assert "is not a directory" in err
+    code, _, err = run("plan", "--facts", str(tmp_path / "nope.json"), "--root", str(tmp_path))
+    assert code == cli.Exit.USAGE
+    assert "cannot be read" in err
+
+
+def test_rollback_without_generation(root: Path) -> None:
+    code, _, err = run("rollback", "--root", str(root))
+    assert code == cli.Exit.APPLY
+    assert "nothing to roll back" in err
+
+
+def test_live_apply_without_systemctl_fails_before_writing(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ollama_ops import apply
+
+    monkeypatch.setattr(apply, "is_live", lambda r: True)
+    monkeypatch.setenv("PATH", str(root))
+    before = sorted(root.rglob("*"))
+    code, _, err = run("apply", "--facts", FACTS, "--root", str(root))
+    assert code == cli.Exit.COMMAND
+    assert "systemctl not found" in err
+    assert sorted(root.rglob("*")) == before
