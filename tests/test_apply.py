@@ -81,19 +81,19 @@ def test_diff_is_unified(root: Path) -> None:
     assert "--- /dev/null" in text
 
 
-def test_live_apply_restarts_and_verifies(root: Path) -> None:
+def test_live_apply_restarts_and_verifies(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d, files = deployment()
     expected = apply.expected_properties(d)
     fake = FakeSystemctl(props=expected)
-    ready = iter([True])
-    from ollama_ops import api
+    asked: list[str] = []
 
-    original = api.is_up
-    api.is_up = lambda url, timeout=2.0: next(ready, True)  # type: ignore[assignment]
-    try:
-        outcome = apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None)  # type: ignore[arg-type]
-    finally:
-        api.is_up = original  # type: ignore[assignment]
+    def is_up(url: str, timeout: float = 2.0) -> bool:
+        asked.append(url)
+        return True
+
+    monkeypatch.setattr(apply.api, "is_up", is_up)
+    outcome = apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None)
+    assert asked == ["http://127.0.0.1:11434"]
     assert outcome.restarted
     assert ("daemon-reload",) in fake.calls
     assert ("restart", "ollama.service") in fake.calls
@@ -106,7 +106,7 @@ def test_failed_start_rolls_back_byte_for_byte(root: Path) -> None:
     d2, files2 = deployment('[service]\nmodels_dir = "/srv/models"\n')
     fake = FakeSystemctl(props=apply.expected_properties(d2), fail_start=True)
     with pytest.raises(ApplyError, match="previous configuration was restored") as info:
-        apply.apply(d2, files2, root, systemctl=fake, sleep=lambda s: None)  # type: ignore[arg-type]
+        apply.apply(d2, files2, root, systemctl=fake, sleep=lambda s: None)
     assert "permission denied" in str(info.value)
     assert snapshot(root) == before
     assert fake.calls[-1] == ("restart", "ollama.service")  # restarted with the old files
@@ -117,7 +117,7 @@ def test_property_mismatch_rolls_back(root: Path) -> None:
     fake = FakeSystemctl(props={"MemoryMax": "infinity"})
     before = snapshot(root)
     with pytest.raises(ApplyError, match="MemoryMax='infinity'"):
-        apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None)  # type: ignore[arg-type]
+        apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None)
     assert snapshot(root) == before
 
 

@@ -45,7 +45,7 @@ def test_no_install_section_in_dropin_but_in_base_unit() -> None:
     assert base.get("Service", "User") == ["ollama"]
 
 
-_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 
 
 @settings(max_examples=300, deadline=None)
@@ -80,6 +80,7 @@ def test_paths_never_escape_their_line(path: str) -> None:
         assert "\n" not in str(exc)
         return
     parsed = unit.parse(text)
+    assert cfg.service.models_dir is not None
     assert cfg.service.models_dir in parsed.get(
         "Service", "ReadWritePaths"
     ) or cfg.service.models_dir.startswith("/usr/share/ollama")

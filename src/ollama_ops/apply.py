@@ -24,7 +24,7 @@ from pathlib import Path
 from ollama_ops import api
 from ollama_ops.errors import ApplyError, CommandError, OpsError, RollbackError
 from ollama_ops.plan import Deployment
-from ollama_ops.systemd import Systemctl, require
+from ollama_ops.systemd import SystemManager, Systemctl, require
 
 STATE_DIR = "/var/lib/ollama-ops"
 FILE_MODE = 0o644
@@ -256,7 +256,7 @@ def expected_properties(deployment: Deployment) -> dict[str, str]:
 
 
 def _wait_healthy(
-    systemctl: Systemctl,
+    systemctl: SystemManager,
     deployment: Deployment,
     timeout: float,
     clock: Callable[[], float],
@@ -279,7 +279,7 @@ def _wait_healthy(
         sleep(0.5)
 
 
-def _check_properties(systemctl: Systemctl, deployment: Deployment) -> str | None:
+def _check_properties(systemctl: SystemManager, deployment: Deployment) -> str | None:
     expected = expected_properties(deployment)
     actual = systemctl.show(deployment.unit_name, list(expected))
     wrong = [
@@ -289,7 +289,7 @@ def _check_properties(systemctl: Systemctl, deployment: Deployment) -> str | Non
 
 
 def _activate(
-    systemctl: Systemctl,
+    systemctl: SystemManager,
     deployment: Deployment,
     *,
     enable: bool,
@@ -318,7 +318,7 @@ def apply(
     *,
     restart: bool = True,
     timeout: float = 60.0,
-    systemctl: Systemctl | None = None,
+    systemctl: SystemManager | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
@@ -374,7 +374,7 @@ def apply(
     raise ApplyError(f"{problem}{detail}; the previous configuration was restored")
 
 
-def _rollback_live(root: Path, number: int, systemctl: Systemctl, unit: str) -> None:
+def _rollback_live(root: Path, number: int, systemctl: SystemManager, unit: str) -> None:
     manifest = _restore(root, number)
     enabled = manifest.get("enabled_unit")
     if isinstance(enabled, str):
@@ -388,7 +388,7 @@ def _rollback_live(root: Path, number: int, systemctl: Systemctl, unit: str) -> 
 
 
 def rollback(
-    root: Path, unit: str, *, restart: bool = True, systemctl: Systemctl | None = None
+    root: Path, unit: str, *, restart: bool = True, systemctl: SystemManager | None = None
 ) -> int:
     """Restore the newest generation's before-image; returns its number."""
     check_root(root)

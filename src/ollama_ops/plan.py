@@ -168,7 +168,7 @@ def _memory(b: _Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
     if lim.memory_high is not None:
         high_b, high_src, high_why = lim.memory_high, Source.CONFIG, "limits.memory_high"
     elif high_b > max_b:
-        high_b = max_b * lim.memory_high_percent // lim.memory_max_percent // MiB * MiB
+        high_b = int(max_b * lim.memory_high_percent / lim.memory_max_percent) // MiB * MiB
         high_why = f"{lim.memory_high_percent:g}/{lim.memory_max_percent:g} of MemoryMax"
     if high_b > max_b:
         raise PlanError(
@@ -204,8 +204,8 @@ def _cpu(b: _Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
             "1.5x systemd's default 100: Ollama wins CPU contention against other services",
         )
     host_cpus = set()
-    for node in facts.numa_nodes:
-        host_cpus.update(parse_cpu_list(node.cpus))
+    for numa in facts.numa_nodes:
+        host_cpus.update(parse_cpu_list(numa.cpus))
     if not host_cpus:
         host_cpus = set(range(facts.cpus))
     choice = lim.allowed_cpus or "auto"

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ollama_ops import proc
 from ollama_ops.errors import CommandError
@@ -20,8 +21,20 @@ def require(program: str) -> None:
         )
 
 
+class SystemManager(Protocol):
+    """What apply needs from systemd; tests pass a fake."""
+
+    def daemon_reload(self) -> None: ...
+    def restart(self, unit: str) -> None: ...
+    def enable(self, unit: str) -> None: ...
+    def disable(self, unit: str) -> None: ...
+    def reset_failed(self, unit: str) -> None: ...
+    def show(self, unit: str, props: Sequence[str]) -> dict[str, str]: ...
+    def journal_tail(self, unit: str, lines: int = 5) -> list[str]: ...
+
+
 class Systemctl:
-    """The live system manager. Tests substitute a fake with the same methods."""
+    """The live system manager, through systemctl and journalctl."""
 
     def daemon_reload(self) -> None:
         proc.run(["systemctl", "daemon-reload"], timeout=120)
