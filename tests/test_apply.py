@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import apply, config, plan, render
+from ollama_ops import api, apply, config, plan, render
 from ollama_ops.errors import ApplyError, OpsError, RollbackError
 from tests.helpers import INSTALLER_UNIT, FakeSystemctl, host
 
@@ -91,7 +91,7 @@ def test_live_apply_restarts_and_verifies(root: Path, monkeypatch: pytest.Monkey
         asked.append(url)
         return True
 
-    monkeypatch.setattr(apply.api, "is_up", is_up)
+    monkeypatch.setattr(api, "is_up", is_up)
     outcome = apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None)
     assert asked == ["http://127.0.0.1:11434"]
     assert outcome.restarted
