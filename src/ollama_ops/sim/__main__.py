@@ -1,0 +1,9 @@
+"""``python -m ollama_ops.sim serve``."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,314 @@
+"""``ollama``-shaped command line: ``serve`` and ``--version``.
+
+    ollama serve [--profile FILE] [--fault NAME[:ARG]]... [--control]
+                 [--queue-mode ollama|strict]
+    ollama --version | -v
+    python -m ollama_ops.sim serve ...
+
+Simulator options also come from the environment (flags win):
+OLLAMA_SIM_PROFILE, OLLAMA_SIM_FAULTS (comma list), OLLAMA_SIM_CONTROL (bool),
+OLLAMA_SIM_QUEUE_MODE, OLLAMA_SIM_SIGUSR1_FAULTS (comma list, default "hang").
+Everything else is Ollama's own OLLAMA_* environment.
+
+Exit status: 0 after SIGTERM/SIGINT, 1 when ``serve`` cannot start (printed
+as ``Error: ...`` on stderr, like Ollama), 2 for a usage error or the
+``crash`` fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+
+from . import VERSION
+from .envconfig import env_bool, env_host, read_server_env, var
+from .faults import FaultError, parse_fault, parse_fault_list
+from .logs import Logger, human_bytes2
+from .profile import ProfileError, load_profile
+from .server import SimConfig, SimServer
+from .system import (
+    ServeError,
+    ensure_keypair,
+    ensure_models_dir,
+    home_dir,
+    listen_socket,
+    new_event_loop,
+    read_meminfo,
+)
+
+USAGE = """Large language model runner (ollama-ops simulator)
+
+Usage:
+  ollama [flags]
+  ollama [command]
+
+Available Commands:
+  serve       Start ollama (simulated)
+
+Flags:
+  -h, --help      help for ollama
+  -v, --version   Show version information
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ollama serve",
+        description="Start the ollama-ops Ollama simulator.",
+    )
+    p.add_argument("--profile", help="model/hardware profile JSON (env OLLAMA_SIM_PROFILE)")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[:ARG]",
+        help="inject a fault at start; repeatable (env OLLAMA_SIM_FAULTS, comma list)",
+    )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        default=None,
+        help="enable the /_sim control API (env OLLAMA_SIM_CONTROL)",
+    )
+    p.add_argument(
+        "--queue-mode",
+        choices=("ollama", "strict"),
+        help="ollama: OLLAMA_MAX_QUEUE bounds the scheduler queue only, as in Ollama; "
+        "strict: it also bounds requests waiting for a slot (env OLLAMA_SIM_QUEUE_MODE)",
+    )
+    return p
+
+
+def build_config(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> SimConfig:
+    """Flags over OLLAMA_SIM_* over defaults. Raises ServeError."""
+    profile_path = args.profile or var(env, "OLLAMA_SIM_PROFILE") or None
+    try:
+        profile = load_profile(profile_path)
+    except ProfileError as e:
+        raise ServeError(str(e)) from None
+    try:
+        faults = parse_fault_list(var(env, "OLLAMA_SIM_FAULTS"))
+        faults += [parse_fault(s) for s in args.fault]
+        usr1 = var(env, "OLLAMA_SIM_SIGUSR1_FAULTS") or "hang"
+        for name, _ in parse_fault_list(usr1):
+            del name
+    except FaultError as e:
+        raise ServeError(str(e)) from None
+    mode = args.queue_mode or var(env, "OLLAMA_SIM_QUEUE_MODE") or "ollama"
+    if mode not in ("ollama", "strict"):
+        raise ServeError(f'OLLAMA_SIM_QUEUE_MODE must be "ollama" or "strict", not {mode!r}')
+    control = args.control if args.control is not None else env_bool(env, "OLLAMA_SIM_CONTROL")
+    home = env.get("HOME") or None
+
+    def warn(msg: str, attrs: dict[str, object]) -> None:
+        log.warn(msg, src="config.go:40", **attrs)
+
+    server_env = read_server_env(env, home, warn)
+    return SimConfig(
+        env=server_env,
+        profile=profile,
+        faults=faults,
+        control=bool(control),
+        queue_mode=mode,
+        sigusr1_faults=[s for s in usr1.split(",") if s.strip()],
+    )
+
+
+def _server_config_line(env: Mapping[str, str], config: SimConfig) -> str:
+    e = config.env
+    keep = "2562047h47m16.854775807s" if e.keep_alive == float("inf") else f"{e.keep_alive:g}s"
+    items = {
+        "CUDA_VISIBLE_DEVICES": var(env, "CUDA_VISIBLE_DEVICES"),
+        "OLLAMA_CONTEXT_LENGTH": e.context_length,
+        "OLLAMA_DEBUG": "DEBUG" if e.debug else "INFO",
+        "OLLAMA_HOST": e.host.url,
+        "OLLAMA_KEEP_ALIVE": keep,
+        "OLLAMA_MAX_LOADED_MODELS": e.max_loaded_models,
+        "OLLAMA_MAX_QUEUE": e.max_queue,
+        "OLLAMA_MODELS": e.models,
+        "OLLAMA_NOPRUNE": e.noprune,
+        "OLLAMA_NUM_PARALLEL": e.num_parallel,
+        "OLLAMA_SIM_PROFILE": config.profile.source,
+        "OLLAMA_SIM_QUEUE_MODE": config.queue_mode,
+    }
+
+    def show(v: object) -> str:
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+    return "map[" + " ".join(f"{k}:{show(v)}" for k, v in sorted(items.items())) + "]"
+
+
+def _log_hardware(log: Logger, config: SimConfig) -> None:
+    log.info("looking for compatible GPUs", src="gpu.go:217")
+    try:
+        mem = read_meminfo()
+        total = mem["MemTotal"]
+        avail = mem.get("MemAvailable", mem.get("MemFree", 0))
+        log.info(
+            "system memory",
+            src="types.go:60",
+            total=human_bytes2(total),
+            free=human_bytes2(avail),
+            free_swap=human_bytes2(mem.get("SwapFree", 0)),
+        )
+    except OSError as e:
+        total = avail = 0
+        log.warn(
+            "failed to read system memory",
+            src="cpu_linux.go:20",
+            error=f"open /proc/meminfo: {e.strerror or e}",
+        )
+    gpus = config.profile.gpus
+    if not gpus:
+        log.info("no compatible GPUs were discovered", src="gpu.go:377")
+        log.info(
+            "inference compute",
+            src="types.go:130",
+            id="cpu",
+            library="cpu",
+            compute="",
+            name="cpu",
+            description="cpu",
+            total=human_bytes2(total),
+            available=human_bytes2(avail),
+        )
+    for g in gpus:
+        log.info(
+            "inference compute",
+            src="types.go:130",
+            id=g.id,
+            library=g.library,
+            variant="v12",
+            compute="8.9",
+            driver="12.8",
+            name=g.name,
+            total=human_bytes2(g.vram_bytes),
+            available=human_bytes2(int(g.vram_bytes * 0.98)),
+        )
+
+
+async def _serve(config: SimConfig, log: Logger, env: Mapping[str, str]) -> int:
+    host = config.env.host
+    sock = listen_socket(host.host, host.port)
+    log.info("server config", src="routes.go:1318", env=_server_config_line(env, config))
+    blobs = ensure_models_dir(config.env.models)
+    log.info(f"total blobs: {blobs}", src="images.go:463")
+    log.info("total unused blobs removed: 0", src="images.go:470")
+    server = SimServer(config, log, install_signals=True)
+    await server.start(sock)
+    shown = sock.getsockname()
+    where = f"[{shown[0]}]:{shown[1]}" if ":" in str(shown[0]) else f"{shown[0]}:{shown[1]}"
+    log.info(f"Listening on {where} (version {VERSION})", src="routes.go:1369")
+    _log_hardware(log, config)
+    sched = server.sched
+    assert sched is not None
+    log.info(
+        "vram-based default context",
+        src="routes.go:1410",
+        total_vram=human_bytes2(config.profile.total_vram),
+        default_num_ctx=sched.default_num_ctx,
+    )
+    _install_signals(server, config)
+    await server.wait_stopped()
+    await server.stop()
+    return 0
+
+
+def _install_signals(server: SimServer, config: SimConfig) -> None:
+    loop = asyncio.get_running_loop()
+
+    def term(signum: int, frame: object) -> None:
+        del signum, frame
+        server.request_stop()
+
+    def usr1(signum: int, frame: object) -> None:
+        del signum, frame
+        specs = list(config.sigusr1_faults)
+        loop.call_soon_threadsafe(lambda: server.faults.apply(specs, []))
+
+    def usr2(signum: int, frame: object) -> None:
+        del signum, frame
+        server.release_hang()
+        loop.call_soon_threadsafe(server.faults.clear_all)
+
+    signal.signal(signal.SIGTERM, term)
+    signal.signal(signal.SIGINT, term)
+    signal.signal(signal.SIGUSR1, usr1)
+    signal.signal(signal.SIGUSR2, usr2)
+
+
+def serve(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    env = dict(os.environ) if env is None else dict(env)
+    try:
+        args = _parser().parse_args(list(argv))
+    except SystemExit as e:
+        return int(e.code or 0)
+    log = Logger(debug=env_bool(env, "OLLAMA_DEBUG"))
+    try:
+        home = home_dir(env)
+        ensure_keypair(home)
+        config = build_config(args, env, log)
+        for name, arg in config.faults:
+            if name == "slow-start":
+                time.sleep(float(arg or 0.0))
+        loop = new_event_loop()
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(_serve(config, log, env))
+        finally:
+            loop.close()
+    except ServeError as e:
+        sys.stdout.flush()
+        sys.stderr.write(f"Error: {e}\n")
+        sys.stderr.flush()
+        return 1
+
+
+def version(env: Mapping[str, str] | None = None) -> int:
+    """``ollama -v``: ask the server, as the real client does."""
+    env = dict(os.environ) if env is None else dict(env)
+    host = env_host(env)
+    connect = host.host
+    if connect in ("", "0.0.0.0", "::"):
+        connect = "127.0.0.1"
+    url = f"{host.scheme}://{connect if ':' not in connect else '[' + connect + ']'}:{host.port}"
+    try:
+        with urllib.request.urlopen(url + "/api/version", timeout=2) as r:
+            server_version = json.loads(r.read().decode()).get("version", "")
+    except (OSError, ValueError, urllib.error.URLError):
+        print("Warning: could not connect to a running Ollama instance")
+        print(f"Warning: client version is {VERSION}")
+        return 0
+    print(f"ollama version is {server_version}")
+    if server_version != VERSION:
+        print(f"Warning: client version is {VERSION}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ollama`` script and of ``python -m ollama_ops.sim``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if args[0] in ("-v", "--version", "version"):
+        return version()
+    if args[0] == "serve":
+        return serve(args[1:])
+    sys.stderr.write(
+        f'Error: unknown command "{args[0]}" for "ollama" '
+        "(the ollama-ops simulator implements serve and --version)\n"
+    )
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

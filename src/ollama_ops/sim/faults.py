@@ -1,0 +1,136 @@
+"""Injectable faults: names, arguments, and the state shared with the server.
+
+A fault is written ``NAME`` or ``NAME:ARG`` (``crash:5``, ``slow-load:30``).
+
+=============  ==========================================================  =========
+name           effect                                                      ARG
+=============  ==========================================================  =========
+hang           the whole process stops answering (the event loop blocks;   --
+               connections are accepted by the kernel and never served)
+generate-hang  ``/`` and the model list answer, inference never produces   --
+               a byte (requests wait until the fault is cleared)
+crash          the process exits with status 2 and a Go-style panic       seconds (0)
+slow-start     ``serve`` sleeps before listening (start-up only)           seconds (10)
+slow-load      each model load takes ARG seconds instead of the profile's  seconds (60)
+gpu-lost       running streams fail with a CUDA error, loaded models are   --
+               dropped, every load fails with a 500 until cleared
+memory-grow    allocates and touches ARG MiB every second until cleared    MiB/s (64)
+=============  ==========================================================  =========
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
+FAULTS: dict[str, float | None] = {
+    "hang": None,
+    "generate-hang": None,
+    "crash": 0.0,
+    "slow-start": 10.0,
+    "slow-load": 60.0,
+    "gpu-lost": None,
+    "memory-grow": 64.0,
+}
+
+CUDA_ERROR = "CUDA error: unknown error"
+#: A load (or a request waiting for one) while the GPU is lost.
+GPU_LOST_LOAD_ERROR = "llama runner process has terminated: " + CUDA_ERROR
+#: A stream that was running when the GPU went away.
+GPU_LOST_STREAM_ERROR = "an error was encountered while running the model: " + CUDA_ERROR
+
+
+class FaultError(ValueError):
+    """A fault spec did not parse."""
+
+
+def parse_fault(spec: str) -> tuple[str, float | None]:
+    name, sep, arg = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in FAULTS:
+        raise FaultError(f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}")
+    default = FAULTS[name]
+    if not sep:
+        return name, default
+    if default is None:
+        raise FaultError(f"fault {name!r} takes no argument")
+    try:
+        value = float(arg)
+    except ValueError:
+        raise FaultError(f"fault {name!r}: {arg!r} is not a number") from None
+    if value < 0:
+        raise FaultError(f"fault {name!r}: the argument must be >= 0")
+    return name, value
+
+
+def parse_fault_list(text: str) -> list[tuple[str, float | None]]:
+    return [parse_fault(s) for s in text.split(",") if s.strip()]
+
+
+Listener = Callable[[str, bool], None]
+
+
+class FaultState:
+    """The active faults. Changes notify listeners and wake waiters."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, float | None] = {}
+        self._listeners: list[Listener] = []
+        self._changed: asyncio.Event | None = None
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def is_set(self, name: str) -> bool:
+        return name in self.active
+
+    def arg(self, name: str) -> float | None:
+        return self.active.get(name)
+
+    def set(self, name: str, arg: float | None) -> None:
+        self.active[name] = arg
+        self._notify(name, True)
+
+    def clear(self, name: str) -> None:
+        if self.active.pop(name, "absent") != "absent":
+            self._notify(name, False)
+
+    def clear_all(self) -> None:
+        for name in list(self.active):
+            self.clear(name)
+
+    def apply(self, set_specs: Iterable[str], clear_names: Iterable[str]) -> None:
+        """Parse everything first so that a bad spec changes nothing."""
+        to_set = [parse_fault(s) for s in set_specs]
+        to_clear: list[str] = []
+        for raw in clear_names:
+            n = raw.strip().lower()
+            if n in ("*", "all"):
+                to_clear.extend(self.active)
+            elif n in FAULTS:
+                to_clear.append(n)
+            else:
+                raise FaultError(f"unknown fault {n!r}")
+        for n in to_clear:
+            self.clear(n)
+        for name, arg in to_set:
+            self.set(name, arg)
+
+    def snapshot(self) -> dict[str, float | None]:
+        return dict(self.active)
+
+    async def wait_change(self, timeout: float | None = None) -> None:
+        """Wait until any fault changes (or the timeout passes)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        ev = self._changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ev.wait(), timeout)
+
+    def _notify(self, name: str, on: bool) -> None:
+        ev, self._changed = self._changed, None
+        if ev is not None:
+            ev.set()
+        for fn in list(self._listeners):
+            fn(name, on)
