@@ -179,3 +179,20 @@ def test_cpu_only_single_node_facts() -> None:
     d = plan.build(facts, config.DeploymentConfig())
     assert settings(d)["OLLAMA_NUM_PARALLEL"] == "1"
     assert settings(d)["OLLAMA_MAX_LOADED_MODELS"] == "2"
+
+
+def test_large_gpus_cap_context_so_slots_fit() -> None:
+    values = settings(plan.build(host("nvidia-2x-h100-2socket"), config.DeploymentConfig()))
+    assert values["OLLAMA_CONTEXT_LENGTH"] == "32768"
+    assert values["OLLAMA_NUM_PARALLEL"] == "4"
+    assert "OLLAMA_CONTEXT_LENGTH" not in settings(
+        plan.build(host("nvidia-1x24g"), config.DeploymentConfig())
+    )
+
+
+def test_dynamic_user_on_amd_joins_render_and_video() -> None:
+    facts = dataclasses.replace(host("amd-rocm"), ollama=OllamaInstall())
+    assert (
+        settings(plan.build(facts, config.DeploymentConfig()))["SupplementaryGroups"]
+        == "render video"
+    )

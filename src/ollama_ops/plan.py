@@ -283,9 +283,15 @@ def _ollama_env(
         loaded_per_gpu = 1 if per_gpu < 16 * GiB else 2 if per_gpu < 48 * GiB else 3
         loaded = loaded_per_gpu * len(gpus)
         loaded_why = f"{loaded_per_gpu} per GPU with {format_size(per_gpu)} VRAM each"
-        parallel = (
-            1 if per_gpu < 12 * GiB else 2 if per_gpu < 24 * GiB else 4 if per_gpu < 48 * GiB else 8
-        )
+        # KV cache = slots x context. Ollama's default context is 4k under 24 GiB,
+        # 32k up to 48 GiB and 256k above: slots are sized against that.
+        parallel = 1 if per_gpu < 12 * GiB else 2 if per_gpu < 48 * GiB else 4
+        if per_gpu >= 48 * GiB:
+            put(
+                "OLLAMA_CONTEXT_LENGTH",
+                "32768",
+                "Ollama's 256k default context on >48 GiB GPUs x 4 slots would crowd out the weights",
+            )
         parallel_why = f"KV cache grows with slots x context; {format_size(per_gpu)} VRAM per GPU fits {parallel}"
         keep, keep_why = (
             "10m",
@@ -593,6 +599,14 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             Source.RULE,
             "no ollama user: systemd makes /var/lib/ollama",
         )
+        if facts.amd_gpus:
+            b.add(
+                Section.SERVICE,
+                "SupplementaryGroups",
+                "render video",
+                Source.RULE,
+                "ROCm opens /dev/kfd and /dev/dri through these groups",
+            )
         b.add(
             Section.ENV,
             "HOME",
