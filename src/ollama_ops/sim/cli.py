@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -42,6 +43,7 @@ from .system import (
     listen_socket,
     new_event_loop,
     read_meminfo,
+    reduce_timer_slack,
 )
 
 USAGE = """Large language model runner (ollama-ops simulator)
@@ -217,6 +219,10 @@ async def _serve(config: SimConfig, log: Logger, env: Mapping[str, str]) -> int:
         default_num_ctx=sched.default_num_ctx,
     )
     _install_signals(server, config)
+    # Start-up objects are long-lived: keep them out of the collector's way so
+    # that full collections stay short while thousands of tokens are in flight.
+    gc.collect()
+    gc.freeze()
     await server.wait_stopped()
     await server.stop()
     return 0
@@ -259,6 +265,7 @@ def serve(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         for name, arg in config.faults:
             if name == "slow-start":
                 time.sleep(float(arg or 0.0))
+        reduce_timer_slack()
         loop = new_event_loop()
         try:
             asyncio.set_event_loop(loop)

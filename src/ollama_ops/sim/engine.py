@@ -37,6 +37,7 @@ import contextlib
 import heapq
 import itertools
 import math
+import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -326,6 +327,7 @@ class Runner:
         self.interval = 1.0 / (model.per_stream_tps(1) * speed)
         self.heap: list[tuple[float, int, Sequence]] = []
         self._counter = itertools.count()
+        self._rng = random.Random(model.name)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = math.inf
         self._in_tick = False
@@ -371,7 +373,10 @@ class Runner:
         self._recompute()
         now = _monotonic()
         seq.prompt_s = seq.prompt_tokens / (self.model.prompt_tps * self.speed)
-        seq.eval_start = now + seq.prompt_s
+        # A new sequence joins the running batch at its next decode step, a
+        # uniformly distributed wait of up to one interval. This also keeps
+        # the emission phases of sequences that start together spread out.
+        seq.eval_start = now + seq.prompt_s + self._rng.random() * self.interval
         self._push(seq.eval_start + self.interval, seq)
 
     def _recompute(self) -> None:
