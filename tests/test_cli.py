@@ -152,3 +152,26 @@ def test_live_apply_without_systemctl_fails_before_writing(
     assert code == cli.Exit.COMMAND
     assert "systemctl not found" in err
     assert sorted(root.rglob("*")) == before
+
+
+def test_audit_exit_code_follows_worst_finding(root: Path) -> None:
+    guide = (FIXTURES / "audit" / "guide-hardened.conf").read_text()
+    dropin = root / "etc/systemd/system/ollama.service.d/hardened.conf"
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text(guide)
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "usr/local/bin/ollama").write_text("#!/bin/sh\n")
+    (root / "usr/local/bin/ollama").chmod(0o755)
+    code, out, _ = run("audit", "--root", str(root), "--facts", FACTS, "--json")
+    report = json.loads(out)
+    ids = {f["id"] for f in report["findings"]}
+    # The fixture host runs systemd 255, so RestartSteps= is known there.
+    assert {"misplaced-key", "api-exposed", "home-not-writable"} <= ids
+    assert code == {"warning": 10, "error": 11, "critical": 12}[report["worst"]]
+    assert code >= cli.Exit.AUDIT_ERROR
+
+    dropin.unlink()
+    code, _, err = run("apply", "--facts", FACTS, "--root", str(root))
+    assert code == 0, err
+    code, out, _ = run("audit", "--root", str(root), "--facts", FACTS)
+    assert code == cli.Exit.OK, out
