@@ -10,14 +10,6 @@ from ollama_ops.errors import ApplyError, OpsError, RollbackError
 from tests.helpers import INSTALLER_UNIT, FakeSystemctl, host
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    unit = tmp_path / "etc/systemd/system/ollama.service"
-    unit.parent.mkdir(parents=True)
-    unit.write_text(INSTALLER_UNIT)
-    return tmp_path
-
-
 def deployment(text: str = "") -> tuple[plan.Deployment, dict[str, str]]:
     d = plan.build(host("nvidia-1x24g"), config.loads(text))
     return d, render.render(d)

@@ -9,21 +9,13 @@ from pathlib import Path
 import pytest
 
 from ollama_ops import cli
-from tests.helpers import FIXTURES, INSTALLER_UNIT
+from tests.helpers import FIXTURES
 
 
 def run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = cli.main(list(argv), cli.Env(stdout=out, stderr=err))
     return code, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    unit = tmp_path / "etc/systemd/system/ollama.service"
-    unit.parent.mkdir(parents=True)
-    unit.write_text(INSTALLER_UNIT)
-    return tmp_path
 
 
 FACTS = str(FIXTURES / "hosts" / "nvidia-1x24g.json")

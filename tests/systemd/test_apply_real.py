@@ -62,6 +62,20 @@ def expected_from_container_facts(c: Container) -> dict[str, str]:
     return apply_mod.expected_properties(plan.build(host, config.DeploymentConfig()))
 
 
+def verify_warnings(c: Container, needle: str) -> list[str]:
+    """What this systemd version's `systemd-analyze verify` says on lines matching needle."""
+    verify = c.exec(["systemd-analyze", "verify", UNIT], check=False)
+    return [line for line in (verify.stdout + verify.stderr).splitlines() if needle in line]
+
+
+def exposure(c: Container) -> float:
+    """The exposure score as this systemd version's own systemd-analyze gives it."""
+    text = c.exec(["systemd-analyze", "security", "--no-pager", UNIT], check=False).stdout
+    match = re.search(r"Overall exposure level for ollama.service: ([0-9.]+)", text)
+    assert match, text[-500:]
+    return float(match.group(1))
+
+
 def check_running_hardened(c: Container, expected: dict[str, str]) -> None:
     c.wait_active(UNIT)
     reply = c.wait_http(API + "/")
@@ -80,16 +94,9 @@ def check_running_hardened(c: Container, expected: dict[str, str]) -> None:
     hidden = c.exec(["nsenter", "-t", pid, "-m", "ls", "/home"], check=False)
     assert hidden.stdout.strip() == "", hidden  # ProtectHome=yes: an empty, inaccessible /home
     # This systemd version reads every line of the drop-in without a warning.
-    verify = c.exec(["systemd-analyze", "verify", UNIT], check=False)
-    ours = [
-        line for line in (verify.stdout + verify.stderr).splitlines() if "50-ollama-ops" in line
-    ]
-    assert ours == [], ours
+    assert verify_warnings(c, "50-ollama-ops") == []
     # Exposure as this version's own systemd-analyze scores it.
-    text = c.exec(["systemd-analyze", "security", "--no-pager", UNIT], check=False).stdout
-    match = re.search(r"Overall exposure level for ollama.service: ([0-9.]+)", text)
-    assert match, text[-500:]
-    assert float(match.group(1)) <= CPU_ONLY_EXPOSURE_TARGET, text
+    assert exposure(c) <= CPU_ONLY_EXPOSURE_TARGET
 
 
 @pytest.mark.parametrize("suite", ["bookworm", "trixie"])
@@ -165,9 +172,7 @@ def test_no_unit_installed_gets_a_full_unit_with_dynamic_user(
     }
     assert c.exists("/var/lib/ollama/.ollama/id_ed25519")
     assert c.wait_http(API + "/api/version").status == 200
-    verify = c.exec(["systemd-analyze", "verify", UNIT], check=False)
-    ours = [line for line in (verify.stdout + verify.stderr).splitlines() if "ollama" in line]
-    assert ours == [], ours
+    assert verify_warnings(c, "ollama") == []
 
 
 def test_systemd_247_from_the_host_with_root(
@@ -238,13 +243,6 @@ def test_nvidia_plan_boots_and_verifies(container_factory: BootFactory, suite: s
         "nvidia_uvm",
     ]
     assert c.show(UNIT, "DevicePolicy")["DevicePolicy"] == "closed"
-    verify = c.exec(["systemd-analyze", "verify", UNIT], check=False)
-    ours = [
-        line for line in (verify.stdout + verify.stderr).splitlines() if "50-ollama-ops" in line
-    ]
-    assert ours == [], ours
-    text = c.exec(["systemd-analyze", "security", "--no-pager", UNIT], check=False).stdout
-    match = re.search(r"Overall exposure level for ollama.service: ([0-9.]+)", text)
-    assert match, text[-500:]
-    assert float(match.group(1)) <= NVIDIA_EXPOSURE_TARGET, text
+    assert verify_warnings(c, "50-ollama-ops") == []
+    assert exposure(c) <= NVIDIA_EXPOSURE_TARGET
     assert c.wait_http(API + "/").status == 200
