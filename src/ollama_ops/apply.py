@@ -24,7 +24,7 @@ from pathlib import Path
 from ollama_ops import api
 from ollama_ops.errors import ApplyError, CommandError, OpsError, RollbackError
 from ollama_ops.plan import Deployment
-from ollama_ops.systemd import SystemManager, Systemctl, require
+from ollama_ops.systemd import Systemctl, SystemManager, require
 
 STATE_DIR = "/var/lib/ollama-ops"
 FILE_MODE = 0o644
