@@ -52,6 +52,9 @@ class FakeSystemctl:
     def enable(self, unit: str) -> None:
         self.calls.append(("enable", unit))
 
+    def stop(self, unit: str) -> None:
+        self.calls.append(("stop", unit))
+
     def disable(self, unit: str) -> None:
         self.calls.append(("disable", unit))
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ollama_ops import api
 from ollama_ops.errors import ApplyError, CommandError, OpsError, RollbackError
@@ -206,14 +207,22 @@ def _install(root: Path, changes_: list[Change], owned: set[str]) -> None:
     atomic_write(_owned_path(root), json.dumps(sorted(owned)).encode(), mode=0o600)
 
 
-def _restore(root: Path, number: int) -> dict[str, object]:
+def _manifest(root: Path, number: int) -> dict[str, Any]:
     gen_dir = _generations_dir(root) / str(number)
     try:
-        manifest = json.loads((gen_dir / "manifest.json").read_text())
+        data = json.loads((gen_dir / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
         raise RollbackError(
             f"generation {number} under {gen_dir} is unreadable ({exc}); restore by hand"
         ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise RollbackError(f"generation {number} under {gen_dir} is malformed; restore by hand")
+    return data
+
+
+def _restore(root: Path, number: int) -> None:
+    gen_dir = _generations_dir(root) / str(number)
+    manifest = _manifest(root, number)
     for path, encoded in manifest["files"].items():
         target = host_path(root, path)
         if encoded is None:
@@ -226,7 +235,6 @@ def _restore(root: Path, number: int) -> dict[str, object]:
     for leftover in gen_dir.iterdir():
         leftover.unlink()
     gen_dir.rmdir()
-    return dict(manifest)
 
 
 # ------------------------------------------------------------- activation
@@ -375,13 +383,15 @@ def apply(
 
 
 def _rollback_live(root: Path, number: int, systemctl: SystemManager, unit: str) -> None:
-    manifest = _restore(root, number)
-    enabled = manifest.get("enabled_unit")
-    if isinstance(enabled, str):
-        systemctl.disable(enabled)
+    created = _manifest(root, number).get("enabled_unit")
+    if isinstance(created, str):
+        # This generation wrote the whole unit: stop and disable it while its file still exists.
+        systemctl.stop(created)
+        systemctl.disable(created)
+    _restore(root, number)
     systemctl.daemon_reload()
     systemctl.reset_failed(unit)
-    if not (isinstance(enabled, str) and enabled == unit):
+    if created != unit:
         # The old configuration may not start either; its files are back regardless.
         with contextlib.suppress(CommandError):
             systemctl.restart(unit)

@@ -173,6 +173,15 @@ def test_no_unit_installed_gets_a_full_unit_with_dynamic_user(
     assert c.exists("/var/lib/ollama/.ollama/id_ed25519")
     assert c.wait_http(API + "/api/version").status == 200
     assert verify_warnings(c, "ollama") == []
+    # Rolling back removes the unit it wrote, after stopping and disabling it.
+    back = c.exec(["ollama-ops", "rollback"], check=False, timeout=120)
+    assert back.returncode == 0, back
+    assert not c.exists("/etc/systemd/system/ollama.service")
+    assert not c.exists("/etc/systemd/system/multi-user.target.wants/ollama.service")
+    assert c.show(UNIT, "ActiveState", "LoadState") == {
+        "ActiveState": "inactive",
+        "LoadState": "not-found",
+    }
 
 
 def test_systemd_247_from_the_host_with_root(
