@@ -539,7 +539,7 @@ class Runner:
 
 
 class _Pending:
-    __slots__ = ("fut", "model", "num_ctx", "session")
+    __slots__ = ("counted", "fut", "model", "num_ctx", "session")
 
     def __init__(
         self, model: ModelProfile, num_ctx: int, session: float | None, fut: asyncio.Future[Runner]
@@ -548,6 +548,7 @@ class _Pending:
         self.num_ctx = num_ctx
         self.session = session
         self.fut = fut
+        self.counted = True
 
 
 class Scheduler:
@@ -575,6 +576,8 @@ class Scheduler:
         self.default_num_ctx = env.context_length or default_context(profile.total_vram)
         self.loaded: dict[str, Runner] = {}
         self.pending: deque[_Pending] = deque()
+        self._buffered = 0
+        self._receiver_waiting = False
         self.busy = False
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -601,7 +604,8 @@ class Scheduler:
     # ---- queue accounting
 
     def queued(self) -> int:
-        n = len(self.pending)
+        """Requests held against OLLAMA_MAX_QUEUE."""
+        n = self._buffered
         if self.strict:
             n += sum(len(r.waiters) for r in self.loaded.values())
         return n
@@ -617,14 +621,19 @@ class Scheduler:
         The returned runner holds a reference for the caller; give it back
         with ``release``.
         """
-        limit = self.max_queue + (0 if self.busy or self.pending else 1)
-        if self.strict:
-            if self.queued() >= self.max_queue and (self.busy or self.pending):
-                raise QueueFull()
-        elif len(self.pending) >= limit:
+        # Go's buffered channel: a scheduler blocked in receive takes the
+        # request directly; otherwise it needs one of OLLAMA_MAX_QUEUE places.
+        handoff = self._receiver_waiting
+        if not handoff and self.queued() >= self.max_queue:
             raise QueueFull()
         fut: asyncio.Future[Runner] = self.loop.create_future()
-        self.pending.append(_Pending(model, min(num_ctx, model.context_length), session, fut))
+        p = _Pending(model, min(num_ctx, model.context_length), session, fut)
+        if handoff:
+            self._receiver_waiting = False
+            p.counted = False
+        else:
+            self._buffered += 1
+        self.pending.append(p)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         try:
@@ -707,11 +716,15 @@ class Scheduler:
     async def _process(self) -> None:
         while not self._closed:
             if not self.pending:
+                self._receiver_waiting = True
                 self._wake = self.loop.create_future()
                 await self._wake
                 self._wake = None
+                self._receiver_waiting = False
                 continue
             p = self.pending.popleft()
+            if p.counted:
+                self._buffered -= 1
             if p.fut.done():
                 continue
             self.busy = True
@@ -866,7 +879,7 @@ class Scheduler:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "pending": len(self.pending),
+            "pending": self._buffered,
             "scheduler_busy": self.busy,
             "queue_mode": "strict" if self.strict else "ollama",
             "max_queue": self.max_queue,
