@@ -27,6 +27,9 @@ from ollama_ops.sim.server import SimConfig, SimServer
 from ollama_ops.sim.system import listen_socket, new_event_loop
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+#: The interpreter for simulator subprocesses: set OLLAMA_SIM_TEST_PYTHON to
+#: run them under another Python (e.g. 3.9, as in a Debian 11 container).
+SIM_PYTHON = os.environ.get("OLLAMA_SIM_TEST_PYTHON") or sys.executable
 T = TypeVar("T")
 
 #: Fast models for tests: "tiny" answers 8 tokens at once; "slow" streams
@@ -209,7 +212,7 @@ def sim_process(
 ) -> Iterator[subprocess.Popen[str]]:
     """``python -m ollama_ops.sim serve`` as a child; killed on exit."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ollama_ops.sim", "serve", *(args or [])],
+        [SIM_PYTHON, "-m", "ollama_ops.sim", "serve", *(args or [])],
         env=sim_env(home, port, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

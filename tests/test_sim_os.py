@@ -36,14 +36,14 @@ from ollama_ops.sim.logs import Logger
 from ollama_ops.sim.profile import ProfileError, load_profile, profile_from_dict
 from ollama_ops.sim.server import SimConfig
 from ollama_ops.sim.system import ensure_keypair, read_meminfo
-from tests.sim_helpers import SRC, free_port, sim_env, sim_process, wait_listening
+from tests.sim_helpers import SIM_PYTHON, SRC, free_port, sim_env, sim_process, wait_listening
 
 SIM_DIR = Path(SRC) / "ollama_ops" / "sim"
 
 
 def run_serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ollama_ops.sim", "serve", *args],
+        [SIM_PYTHON, "-m", "ollama_ops.sim", "serve", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -188,7 +188,7 @@ def test_serve_start_up_and_sigterm(tmp_path: Path) -> None:
         key = tmp_path / ".ollama" / "id_ed25519"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         out = subprocess.run(
-            [sys.executable, "-m", "ollama_ops.sim", "--version"],
+            [SIM_PYTHON, "-m", "ollama_ops.sim", "--version"],
             env=sim_env(str(tmp_path), port),
             capture_output=True,
             text=True,

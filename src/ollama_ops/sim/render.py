@@ -81,7 +81,7 @@ VOCAB = [
 ]
 N_VOCAB = len(VOCAB)
 
-_ts_cache = [-1, ""]
+_ts_cache: list[object] = [-1, "", b""]
 _sec_cache = [-1, b""]
 
 
@@ -92,13 +92,18 @@ def created_at() -> str:
     if ms != _ts_cache[0]:
         frac = f"{ms % 1000:03d}".rstrip("0")
         base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+        text = base + ("." + frac if frac else "") + "Z"
         _ts_cache[0] = ms
-        _ts_cache[1] = base + ("." + frac if frac else "") + "Z"
+        _ts_cache[1] = text
+        _ts_cache[2] = text.encode()
     return str(_ts_cache[1])
 
 
 def _created_at_b() -> bytes:
-    return created_at().encode()
+    created_at()
+    b = _ts_cache[2]
+    assert isinstance(b, bytes)
+    return b
 
 
 def _unix_b() -> bytes:
