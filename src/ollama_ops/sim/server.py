@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import inspect
 import json
 import math
 import os
@@ -209,13 +210,10 @@ class SimServer:
         self.sched.start()
         self.faults.add_listener(self._on_fault)
         app = self._make_app()
-        kwargs: dict[str, Any] = {"access_log": None, "handle_signals": False}
-        try:
-            runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, **kwargs)
-        except TypeError:  # aiohttp < 3.9 cancels handlers on disconnect anyway
-            runner = web.AppRunner(app, **kwargs)
+        runner_kw, site_kw = _runner_options()
+        runner = web.AppRunner(app, **runner_kw)
         await runner.setup()
-        site = web.SockSite(runner, sock, backlog=4096)
+        site = web.SockSite(runner, sock, backlog=4096, **site_kw)
         await site.start()
         self._runner = runner
         addr = sock.getsockname()
@@ -904,6 +902,23 @@ class SimServer:
         del request
         self.stats.reset()
         return self._json(self.stats.snapshot())
+
+
+def _runner_options() -> tuple[dict[str, Any], dict[str, Any]]:
+    """AppRunner / SockSite keywords for the installed aiohttp (3.7 to 3.14)."""
+    from aiohttp import web_runner, web_server
+
+    runner_kw: dict[str, Any] = {"access_log": None, "handle_signals": False}
+    site_kw: dict[str, Any] = {}
+    if "handler_cancellation" in inspect.signature(web_server.Server.__init__).parameters:
+        # aiohttp >= 3.9 no longer cancels a handler whose client went away
+        # unless asked; older versions always do.
+        runner_kw["handler_cancellation"] = True
+    if "shutdown_timeout" in inspect.signature(web_runner.BaseRunner.__init__).parameters:
+        runner_kw["shutdown_timeout"] = 1.0
+    else:
+        site_kw["shutdown_timeout"] = 1.0
+    return runner_kw, site_kw
 
 
 def _check_think(req: dict[str, Any], name: str, m: ModelProfile) -> None:
