@@ -167,3 +167,44 @@ def test_audit_exit_code_follows_worst_finding(root: Path) -> None:
     assert code == 0, err
     code, out, _ = run("audit", "--root", str(root), "--facts", FACTS)
     assert code == cli.Exit.OK, out
+
+
+def test_simulate_passes_every_argument_to_the_simulator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    try:
+        code: object = cli.main(["simulate", "--help"])
+    except SystemExit as exc:  # argparse's way of ending --help
+        code = exc.code
+    assert code == 0
+    assert "usage: ollama serve" in capsys.readouterr().out
+
+
+def test_simulate_serves_the_api(tmp_path: Path) -> None:
+    """`ollama-ops simulate` as a user starts it: a real process on a free loopback port."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from ollama_ops import api
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HOME": str(tmp_path), "OLLAMA_HOST": f"127.0.0.1:{port}"}
+    exe = Path(sys.executable).parent / "ollama-ops"
+    server = subprocess.Popen([str(exe), "simulate"], env=env, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            if api.is_up(url, timeout=0.5):
+                break
+            time.sleep(0.1)
+        assert api.is_up(url)
+        assert api.version(url)
+        assert (tmp_path / ".ollama" / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    finally:
+        server.terminate()
+        assert server.wait(timeout=10) == 0

@@ -140,6 +140,12 @@ def cmd_simulate(args: argparse.Namespace, env: Env) -> int:
     return sim_cli.main(["serve", *args.sim_args])
 
 
+def _simulate_argv(argv: list[str]) -> list[str] | None:
+    """`ollama-ops [--debug] simulate ARGS...`: every ARG, --help included, is the simulator's."""
+    rest = [a for a in argv if a != "--debug"]
+    return rest[1:] if rest and rest[0] == "simulate" else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ollama-ops",
@@ -201,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("simulate", help="an Ollama-compatible simulator (see docs/simulator.md)")
+    p = sub.add_parser(
+        "simulate", add_help=False, help="an Ollama-compatible simulator (see docs/simulator.md)"
+    )
     p.add_argument("sim_args", nargs=argparse.REMAINDER, help="options passed to the simulator")
     p.set_defaults(func=cmd_simulate)
     return parser
@@ -209,8 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     env = env or Env()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sim_args = _simulate_argv(argv)
+    if sim_args is not None:
+        argv = ["simulate", "--", *sim_args]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sim_args is not None:
+        args.sim_args = sim_args
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s"
     )
