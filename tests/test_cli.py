@@ -208,3 +208,25 @@ def test_simulate_serves_the_api(tmp_path: Path) -> None:
     finally:
         server.terminate()
         assert server.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("home", "/usr/share/my ollama"),
+        ("binary", "/bin/ollama\nExecStartPre=/bin/sh"),
+        ("user", "ollama root"),
+    ],
+)
+def test_facts_values_that_would_split_a_unit_line_are_refused(
+    root: Path, tmp_path: Path, field: str, value: str
+) -> None:
+    data = json.loads((FIXTURES / "hosts" / "cpu-small.json").read_text())
+    data["ollama"][field] = value
+    facts_file = tmp_path / "f.json"
+    facts_file.write_text(json.dumps(data))
+    code, _, err = run("apply", "--facts", str(facts_file), "--root", str(root))
+    assert code == cli.Exit.USAGE
+    assert f"ollama.{field}" in err
+    assert err.count("\n") == 1
+    assert not (root / "etc/systemd/system/ollama.service.d").exists()

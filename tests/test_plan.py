@@ -196,3 +196,8 @@ def test_dynamic_user_on_amd_joins_render_and_video() -> None:
         settings(plan.build(facts, config.DeploymentConfig()))["SupplementaryGroups"]
         == "render video"
     )
+
+
+def test_nofile_from_config_replaces_the_rule() -> None:
+    d = plan.build(host("cpu-small"), config.loads("[limits]\nnofile = 4096\n"))
+    assert [s.value for s in d.settings if s.key == "LimitNOFILE"] == ["4096"]

@@ -8,6 +8,7 @@ made on one machine for another from its ``facts --json``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
@@ -159,6 +160,26 @@ def _opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
     return value
 
 
+# These values end up in unit files (ExecStart=, User=, ReadWritePaths=), where a
+# space splits a path in two: only plain names and paths are accepted.
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+
+
+def _check_install(ollama: OllamaInstall) -> None:
+    for key in ("binary", "home", "unit_path"):
+        value = getattr(ollama, key)
+        if value is not None and (not _PATH_RE.match(value) or "/../" in f"{value}/"):
+            raise FactsError(
+                f"facts: ollama.{key} = {value!r} must be an absolute path of letters, digits "
+                "and ._/@+- (no spaces, quotes, '%' or '..')"
+            )
+    for key in ("user", "group"):
+        value = getattr(ollama, key)
+        if value is not None and not _NAME_RE.match(value):
+            raise FactsError(f"facts: ollama.{key} = {value!r} is not a valid user or group name")
+
+
 def from_json_dict(data: Any) -> HostFacts:
     if not isinstance(data, dict):
         raise FactsError(
@@ -210,6 +231,7 @@ def from_json_dict(data: Any) -> HostFacts:
         raise FactsError("facts: ollama must be an object")
     _known(OllamaInstall, ollama_raw, "ollama.")
     ollama = OllamaInstall(**{k: _opt(ollama_raw, k, str, "ollama.") for k in ollama_raw})
+    _check_install(ollama)
     devices = data.get("device_nodes") or []
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         raise FactsError('facts: device_nodes must be a list of paths such as "/dev/nvidia0"')

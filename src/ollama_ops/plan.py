@@ -489,7 +489,7 @@ def _hardening(
         )
 
 
-def _restart(b: _Builder) -> None:
+def _restart(b: _Builder, cfg: DeploymentConfig) -> None:
     r = Source.RULE
     b.add(Section.SERVICE, "Type", "exec", r, "start fails at once when the binary cannot run")
     b.add(
@@ -513,13 +513,17 @@ def _restart(b: _Builder) -> None:
         r,
         "Ollama stops in seconds; do not wait the guide's 2 min",
     )
-    b.add(
-        Section.SERVICE,
-        "LimitNOFILE",
-        "65536",
-        r,
-        "one descriptor per client connection and model file",
-    )
+    nofile = cfg.limits.nofile
+    if nofile is not None:
+        b.add(Section.SERVICE, "LimitNOFILE", str(nofile), Source.CONFIG, "limits.nofile")
+    else:
+        b.add(
+            Section.SERVICE,
+            "LimitNOFILE",
+            "65536",
+            r,
+            "one descriptor per client connection and model file",
+        )
     b.add(
         Section.SERVICE,
         "LimitMEMLOCK",
@@ -585,12 +589,9 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             Source.RULE,
             "GPU driver loaded first: NoNewPrivileges stops nvidia-modprobe from loading nvidia_uvm later",
         )
-    _restart(b)
+    _restart(b, cfg)
     _memory(b, facts, cfg)
     _cpu(b, facts, cfg)
-    nofile = cfg.limits.nofile
-    if nofile is not None:
-        b.add(Section.SERVICE, "LimitNOFILE", str(nofile), Source.CONFIG, "limits.nofile")
     if dynamic:
         b.add(
             Section.SERVICE,
