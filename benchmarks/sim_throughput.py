@@ -4,8 +4,8 @@ Starts ``python -m ollama_ops.sim serve`` in a subprocess on 127.0.0.1 with
 a fast single-model profile (no load time, linear scaling, so every stream
 decodes at exactly ``--rate`` tokens/s however many run at once), then opens
 ``--streams`` concurrent streaming ``/api/generate`` requests from
-``--clients`` other processes with aiohttp clients, starts spread over one
-token interval, and reads every NDJSON token line. As root the simulator is
+``--clients`` other processes with aiohttp clients (starts spread over
+``--stagger`` seconds each), and reads every NDJSON token line. As root the simulator is
 given SCHED_FIFO priority (``--priority``) so that unrelated load on a
 shared machine does not preempt it; the clients run at normal priority.
 
@@ -22,8 +22,8 @@ Reported figures:
   own delays and the loopback to the server's error, overall and in the
   steady state (while every stream is running).
 
-Usage: python benchmarks/sim_throughput.py [--streams 500] [--rate 50]
-       [--tokens 400] [--clients 2] [--priority realtime|nice|normal]
+Usage: python benchmarks/sim_throughput.py [--streams 500] [--rate 42]
+       [--tokens 600] [--clients 2] [--priority realtime|nice|normal]
        [--timeout 120]
 Loopback only; bounded by --timeout. Prints one ``RESULT`` summary line.
 """
@@ -214,6 +214,7 @@ def run_clients(plan: Plan) -> dict[str, Any]:
         "client_lateness_steady_ms": {
             "window_s": round(max(0.0, hi - lo), 3),
             "tokens": len(steady),
+            "tokens_per_s": round(len(steady) / (hi - lo), 1) if hi > lo else 0.0,
             "p50": round(percentile(steady, 0.50) * 1e3, 3),
             "p99": round(percentile(steady, 0.99) * 1e3, 3),
         },
@@ -223,13 +224,14 @@ def run_clients(plan: Plan) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", type=int, default=500)
-    ap.add_argument("--rate", type=float, default=50.0, help="tokens/s per stream")
-    ap.add_argument("--tokens", type=int, default=400, help="tokens per stream")
+    ap.add_argument("--rate", type=float, default=42.0, help="tokens/s per stream")
+    ap.add_argument("--tokens", type=int, default=600, help="tokens per stream")
     ap.add_argument(
         "--stagger",
         type=float,
-        default=None,
-        help="seconds between stream starts (default: spread the starts over one token interval)",
+        default=0.001,
+        help="seconds between stream starts (default 0.001: 500 streams ramp up over 0.5 s,"
+        " as load generators do; all of them then run at once)",
     )
     ap.add_argument("--clients", type=int, default=2, help="client processes sharing the streams")
     ap.add_argument("--timeout", type=float, default=120.0, help="hard bound, seconds")
@@ -243,8 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         "machine the simulator is otherwise preempted by unrelated load",
     )
     args = ap.parse_args(argv)
-    if args.stagger is None:
-        args.stagger = 1.0 / args.rate / max(args.streams, 1)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tokens={result['tokens']} tokens_per_s={result['tokens_per_s']} "
         f"server_error_p50_us={srv['p50']} server_error_p99_us={srv['p99']} "
         f"client_lateness_p50_ms={cli['p50']} client_lateness_p99_ms={cli['p99']} "
+        f"steady_tokens_per_s={result['client_lateness_steady_ms']['tokens_per_s']} "
         f"steady_client_lateness_p99_ms={result['client_lateness_steady_ms']['p99']}"
     )
     return 0 if result["failed"] == 0 else 1
