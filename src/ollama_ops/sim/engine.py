@@ -501,10 +501,10 @@ class Runner:
         if self.heap:
             self._arm(self.heap[0][0])
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, error_lines: bool = True) -> None:
         """The runner process died: fail every sequence and slot waiter."""
         for seq in list(self.sequences):
-            if seq.emitted > 0:  # the head is sent: the error goes in the body
+            if error_lines and seq.emitted > 0:  # the head is sent: the error goes in the body
                 chunk = seq.renderer.error_chunk(message)
                 if chunk is not None:
                     seq.sink.write(chunk)
@@ -590,7 +590,7 @@ class Scheduler:
     async def close(self) -> None:
         self._closed = True
         for r in list(self.loaded.values()):
-            r.fail("server shutting down")
+            r.fail("server shutting down", error_lines=False)  # connections are cut
             self._unload(r)
         for p in self.pending:
             if not p.fut.done():
