@@ -28,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import VERSION
 from .envconfig import env_bool, env_host, read_server_env, var
@@ -218,17 +219,27 @@ async def _serve(config: SimConfig, log: Logger, env: Mapping[str, str]) -> int:
         total_vram=human_bytes2(config.profile.total_vram),
         default_num_ctx=sched.default_num_ctx,
     )
-    _install_signals(server, config)
+    previous = _install_signals(server, config)
     # Start-up objects are long-lived: keep them out of the collector's way so
     # that full collections stay short while thousands of tokens are in flight.
     gc.collect()
     gc.freeze()
-    await server.wait_stopped()
-    await server.stop()
+    try:
+        await server.wait_stopped()
+        await server.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
-def _install_signals(server: SimServer, config: SimConfig) -> None:
+def _install_signals(server: SimServer, config: SimConfig) -> dict[int, Any]:
+    """SIGTERM/SIGINT stop, SIGUSR1 sets faults, SIGUSR2 clears them.
+
+    Plain signal.signal handlers (not loop.add_signal_handler) so that they
+    still run while the ``hang`` fault blocks the event loop. Returns the
+    handlers they replace.
+    """
     loop = asyncio.get_running_loop()
 
     def term(signum: int, frame: object) -> None:
@@ -245,10 +256,15 @@ def _install_signals(server: SimServer, config: SimConfig) -> None:
         server.release_hang()
         loop.call_soon_threadsafe(server.faults.clear_all)
 
-    signal.signal(signal.SIGTERM, term)
-    signal.signal(signal.SIGINT, term)
-    signal.signal(signal.SIGUSR1, usr1)
-    signal.signal(signal.SIGUSR2, usr2)
+    previous: dict[int, Any] = {}
+    for sig, fn in (
+        (signal.SIGTERM, term),
+        (signal.SIGINT, term),
+        (signal.SIGUSR1, usr1),
+        (signal.SIGUSR2, usr2),
+    ):
+        previous[sig] = signal.signal(sig, fn)
+    return previous
 
 
 def serve(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
