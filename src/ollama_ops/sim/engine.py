@@ -84,6 +84,12 @@ class Stats:
         self.max_error = 0.0
         self.started = _monotonic()
 
+    def record(self, err: float) -> None:
+        """One token's emission error (actual - scheduled time, seconds)."""
+        b = int(err / BUCKET_S)
+        self.hist[b if b < N_BUCKETS else N_BUCKETS] += 1
+        self.max_error = max(self.max_error, err)
+
     def percentile(self, q: float) -> float:
         """Upper edge of the bucket holding the q-quantile, in seconds."""
         total = sum(self.hist)
@@ -277,6 +283,12 @@ class Sequence:
         # does) and then calls Runner.emit_first.
         self.first: asyncio.Future[float] | None = loop.create_future() if lazy else None
 
+    def write_error(self, message: str) -> None:
+        """Send the error chunk (the response head is already out)."""
+        chunk = self.renderer.error_chunk(message)
+        if chunk is not None:
+            self.sink.write(chunk)
+
     @property
     def eval_s(self) -> float:
         return max(0.0, self.eval_end - self.eval_start)
@@ -332,6 +344,11 @@ class Runner:
         self._timer_due = math.inf
         self._in_tick = False
         self._paused_at: float | None = None
+
+    def cancel_expiry(self) -> None:
+        if self.expire_handle is not None:
+            self.expire_handle.cancel()
+            self.expire_handle = None
 
     # ---- slots
 
@@ -398,11 +415,9 @@ class Runner:
         self._timer = None
         self._timer_due = math.inf
         heap = self.heap
-        stats = self.sched.stats
-        hist = stats.hist
+        record = self.sched.stats.record
         pop = heapq.heappop
-        push = heapq.heappush
-        counter = self._counter
+        emit = self._emit
         self._in_tick = True
         try:
             now = _monotonic()
@@ -410,30 +425,13 @@ class Runner:
                 due, _, seq = pop(heap)
                 if seq.finished:
                     continue
-                err = now - due
-                b = int(err / BUCKET_S)
-                hist[b if b < N_BUCKETS else N_BUCKETS] += 1
-                stats.max_error = max(stats.max_error, err)
+                record(now - due)
                 i = seq.emitted
                 if i == 0 and seq.first is not None:
                     if not seq.first.done():
                         seq.first.set_result(due)
                     continue
-                data = seq.renderer.token(i)
-                if data is not None and not seq.sink.write(data):
-                    self.finish(seq, ConnectionResetError("client went away"))
-                    now = _monotonic()
-                    continue
-                seq.emitted = i + 1
-                stats.tokens += 1
-                if seq.emitted >= seq.n_tokens:
-                    seq.eval_end = due
-                    final = seq.renderer.final(seq)
-                    if final is not None:
-                        seq.sink.write(final)
-                    self.finish(seq, None)
-                else:
-                    push(heap, (due + self.interval, next(counter), seq))
+                emit(seq, i, due)
                 now = _monotonic()
         finally:
             self._in_tick = False
@@ -444,18 +442,18 @@ class Runner:
         """Write token 0 of a streamed sequence (its head is now sent)."""
         if seq.finished:
             return
-        stats = self.sched.stats
-        err = max(0.0, _monotonic() - due)
-        b = int(err / BUCKET_S)
-        stats.hist[b if b < N_BUCKETS else N_BUCKETS] += 1
-        stats.max_error = max(stats.max_error, err)
-        data = seq.renderer.token(0)
+        self.sched.stats.record(max(0.0, _monotonic() - due))
+        self._emit(seq, 0, due)
+
+    def _emit(self, seq: Sequence, i: int, due: float) -> None:
+        """Write token ``i`` (due at ``due``), then the final chunk or the next turn."""
+        data = seq.renderer.token(i)
         if data is not None and not seq.sink.write(data):
             self.finish(seq, ConnectionResetError("client went away"))
             return
-        seq.emitted = 1
-        stats.tokens += 1
-        if seq.n_tokens <= 1:
+        seq.emitted = i + 1
+        self.sched.stats.tokens += 1
+        if seq.emitted >= seq.n_tokens:
             seq.eval_end = due
             final = seq.renderer.final(seq)
             if final is not None:
@@ -505,9 +503,7 @@ class Runner:
         """The runner process died: fail every sequence and slot waiter."""
         for seq in list(self.sequences):
             if error_lines and seq.emitted > 0:  # the head is sent: the error goes in the body
-                chunk = seq.renderer.error_chunk(message)
-                if chunk is not None:
-                    seq.sink.write(chunk)
+                seq.write_error(message)
             self.finish(seq, RunnerError(message))
         while self.waiters:
             w = self.waiters.popleft()
@@ -654,25 +650,27 @@ class Scheduler:
         elif math.isinf(r.session):
             r.expires_at = math.inf
         else:
-            if r.expire_handle is not None:
-                r.expire_handle.cancel()
+            r.cancel_expiry()
             r.expire_handle = self.loop.call_later(r.session, self._expired, r)
             r.expires_at = time.time() + r.session
 
     def expire_model(self, model: ModelProfile) -> None:
         """expireRunner: keep_alive 0 with an empty prompt."""
         r = self.loaded.get(model.name)
-        if r is None:
-            return
+        if r is not None:
+            self._expire(r)
+
+    def _expire(self, r: Runner) -> None:
+        """Unload a runner as soon as it is idle (keep-alive 0)."""
         r.session = 0.0
-        if r.expire_handle is not None:
-            r.expire_handle.cancel()
-            r.expire_handle = None
-        if r.refcount <= 0 and r.state == "ready":
-            self._unload(r)
+        r.cancel_expiry()
+        self._unload_if_idle(r)
 
     def _expired(self, r: Runner) -> None:
         r.expire_handle = None
+        self._unload_if_idle(r)
+
+    def _unload_if_idle(self, r: Runner) -> None:
         if r.refcount <= 0 and r.state == "ready":
             self._unload(r)
 
@@ -680,9 +678,7 @@ class Scheduler:
         if r.state == "gone":
             return
         r.state = "gone"
-        if r.expire_handle is not None:
-            r.expire_handle.cancel()
-            r.expire_handle = None
+        r.cancel_expiry()
         if self.loaded.get(r.model.name) is r:
             del self.loaded[r.model.name]
         self.log.debug("runner released", src="sched.go:512", model=r.model.name)
@@ -769,12 +765,7 @@ class Scheduler:
                     return
             if victim is None:
                 return
-            victim.session = 0.0
-            if victim.expire_handle is not None:
-                victim.expire_handle.cancel()
-                victim.expire_handle = None
-            if victim.refcount <= 0 and victim.state == "ready":
-                self._unload(victim)
+            self._expire(victim)
             await asyncio.shield(victim.unloaded_fut)
 
     def _find_victim(self) -> Runner | None:
@@ -786,9 +777,7 @@ class Scheduler:
 
     def _use(self, r: Runner, p: _Pending) -> None:
         r.refcount += 1
-        if r.expire_handle is not None:
-            r.expire_handle.cancel()
-            r.expire_handle = None
+        r.cancel_expiry()
         r.expires_at = None
         if p.session is not None:
             r.session = p.session

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -53,6 +53,7 @@ from .render import NativeRenderer, OpenAIRenderer, word_offset
 
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 NOT_FOUND = 'model "{}" not found, try pulling it first'
+STREAM_CONTENT_TYPES = {"native": "application/x-ndjson", "openai": "text/event-stream"}
 
 GENERATE_SCHEMA = {
     "model": "string",
@@ -84,27 +85,25 @@ CHAT_SCHEMA = {
     "logprobs": "bool",
 }
 SHOW_SCHEMA = {"model": "string", "name": "string", "verbose": "bool", "system": "string"}
-OAI_CHAT_SCHEMA = {
-    "model": "string",
-    "messages": "[]object",
+_OAI_COMMON_SCHEMA = {  # the fields both OpenAI requests share, in their order
     "stream": "bool",
     "stream_options": "object",
     "max_tokens": "int",
     "seed": "int",
     "temperature": "float",
     "top_p": "float",
+}
+OAI_CHAT_SCHEMA = {
+    "model": "string",
+    "messages": "[]object",
+    **_OAI_COMMON_SCHEMA,
     "frequency_penalty": "float",
     "presence_penalty": "float",
 }
 OAI_COMPLETION_SCHEMA = {
     "model": "string",
     "prompt": "string",
-    "stream": "bool",
-    "stream_options": "object",
-    "max_tokens": "int",
-    "seed": "int",
-    "temperature": "float",
-    "top_p": "float",
+    **_OAI_COMMON_SCHEMA,
     "suffix": "string",
 }
 
@@ -171,6 +170,62 @@ class Inference:
     renderer: Any
     content_type: str
     truncate: bool = True
+
+
+class _Target(NamedTuple):
+    """The model a request names, and its keep-alive (``_common``)."""
+
+    name: str
+    model: ModelProfile
+    keep_alive: float | None
+
+
+class _Prompt(NamedTuple):
+    """What an inference request asks the model to read."""
+
+    text: str  # counted as prompt tokens
+    offset_text: str  # picks the reply's first word (``word_offset``)
+    overhead: int  # template tokens around it
+    load_only: bool  # nothing to generate: only load (or unload) the model
+
+
+def _bind(
+    raw: bytes, struct: str, schema: dict[str, str], messages: bool = False
+) -> dict[str, Any]:
+    """``bind`` (and ``check_messages``), a refusal being a 400 of the bind stage."""
+    try:
+        req = bind(raw, struct, schema)
+        if messages:
+            check_messages(req.get("messages"))
+    except BindError as e:
+        raise ApiError(400, str(e), stage="bind") from None
+    return req
+
+
+def _inference(
+    api: str,
+    target: _Target,
+    read: _Prompt,
+    *,
+    options: dict[str, Any],
+    stream: bool,
+    renderer: Renderer,
+    truncate: bool = True,
+) -> Inference:
+    return Inference(
+        api=api,
+        model_name=target.name,
+        model=target.model,
+        stream=stream,
+        keep_alive=target.keep_alive,
+        options=options,
+        prompt_text=read.text,
+        prompt_overhead=read.overhead,
+        load_only=read.load_only,
+        renderer=renderer,
+        content_type=STREAM_CONTENT_TYPES[api] if stream else "application/json",
+        truncate=truncate,
+    )
 
 
 class SimServer:
@@ -364,13 +419,15 @@ class SimServer:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _json(obj: Any, status: int = 200) -> web.Response:
+    def _json_bytes(body: bytes, status: int = 200) -> web.Response:
         return web.Response(
-            status=status,
-            body=json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode(),
-            content_type="application/json",
-            charset="utf-8",
+            status=status, body=body, content_type="application/json", charset="utf-8"
         )
+
+    @classmethod
+    def _json(cls, obj: Any, status: int = 200) -> web.Response:
+        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls._json_bytes(body, status)
 
     def _error(self, api: str, status: int, message: str, stage: str = "handler") -> web.Response:
         if api == "openai":
@@ -519,7 +576,7 @@ class SimServer:
 
     def _common(
         self, api: str, req: dict[str, Any], need_model_msg: str = "model is required"
-    ) -> tuple[str, ModelProfile, float | None]:
+    ) -> _Target:
         name = req.get("model") or ""
         if not name:
             raise ApiError(400, need_model_msg)
@@ -533,7 +590,7 @@ class SimServer:
             except DurationError as e:
                 raise ApiError(400, str(e), stage="bind") from None
         del api
-        return name, m, keep
+        return _Target(name, m, keep)
 
     def _options(self, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, dict):
@@ -547,64 +604,60 @@ class SimServer:
         return opts
 
     def _parse_generate(self, raw: bytes) -> Inference:
-        try:
-            req = bind(raw, "GenerateRequest", GENERATE_SCHEMA)
-        except BindError as e:
-            raise ApiError(400, str(e), stage="bind") from None
-        name, m, keep = self._common("native", req)
+        req = _bind(raw, "GenerateRequest", GENERATE_SCHEMA)
+        target = self._common("native", req)
         prompt = req.get("prompt") or ""
         raw_mode = bool(req.get("raw"))
         if raw_mode and (req.get("template") or req.get("system") or req.get("context")):
             raise ApiError(400, "raw mode does not support template, system, or context")
-        _check_think(req, name, m)
-        if req.get("suffix") and "insert" not in m.capabilities:
-            raise ApiError(400, f"{full_name(m.name)} does not support insert")
-        opts = self._options(req.get("options"))
-        stream = req.get("stream") is not False
-        offset = word_offset(prompt, opts.get("seed"))
         text = (req.get("system") or "") + prompt
-        return Inference(
-            api="native",
-            model_name=name,
-            model=m,
-            stream=stream,
-            keep_alive=keep,
-            options=opts,
-            prompt_text=text,
-            prompt_overhead=0 if raw_mode else 10,
-            load_only=prompt == "",
-            renderer=NativeRenderer("generate", name, offset, stream, raw=raw_mode),
-            content_type="application/x-ndjson" if stream else "application/json",
-            truncate=req.get("truncate") is not False,
+        read = _Prompt(
+            text=text, offset_text=prompt, overhead=0 if raw_mode else 10, load_only=prompt == ""
+        )
+        return self._native(
+            "generate", req, target, read, feature=("suffix", "insert"), raw=raw_mode
         )
 
     def _parse_chat(self, raw: bytes) -> Inference:
-        try:
-            req = bind(raw, "ChatRequest", CHAT_SCHEMA)
-            check_messages(req.get("messages"))
-        except BindError as e:
-            raise ApiError(400, str(e), stage="bind") from None
-        name, m, keep = self._common("native", req)
+        req = _bind(raw, "ChatRequest", CHAT_SCHEMA, messages=True)
+        target = self._common("native", req)
         messages = [x for x in (req.get("messages") or []) if isinstance(x, dict)]
+        text = "".join(str(x.get("content") or "") for x in messages)
+        read = _Prompt(
+            text=text, offset_text=text, overhead=4 + 4 * len(messages), load_only=not messages
+        )
+        return self._native("chat", req, target, read, feature=("tools", "tools"))
+
+    def _native(
+        self,
+        kind: str,
+        req: dict[str, Any],
+        target: _Target,
+        read: _Prompt,
+        *,
+        feature: tuple[str, str],
+        raw: bool = False,
+    ) -> Inference:
+        """/api/generate and /api/chat past their own checks.
+
+        ``feature`` is (request field, model capability it needs).
+        """
+        name, m = target.name, target.model
         _check_think(req, name, m)
-        if req.get("tools") and "tools" not in m.capabilities:
-            raise ApiError(400, f"{full_name(m.name)} does not support tools")
+        field, capability = feature
+        if req.get(field) and capability not in m.capabilities:
+            raise ApiError(400, f"{full_name(m.name)} does not support {capability}")
         opts = self._options(req.get("options"))
         stream = req.get("stream") is not False
-        text = "".join(str(x.get("content") or "") for x in messages)
-        offset = word_offset(text, opts.get("seed"))
-        return Inference(
-            api="native",
-            model_name=name,
-            model=m,
-            stream=stream,
-            keep_alive=keep,
+        offset = word_offset(read.offset_text, opts.get("seed"))
+        renderer = NativeRenderer(kind, name, offset, stream, raw=raw)
+        return _inference(
+            "native",
+            target,
+            read,
             options=opts,
-            prompt_text=text,
-            prompt_overhead=4 + 4 * len(messages),
-            load_only=not messages,
-            renderer=NativeRenderer("chat", name, offset, stream),
-            content_type="application/x-ndjson" if stream else "application/json",
+            stream=stream,
+            renderer=renderer,
             truncate=req.get("truncate") is not False,
         )
 
@@ -625,10 +678,7 @@ class SimServer:
         return opts
 
     def _parse_oai_chat(self, raw: bytes) -> Inference:
-        try:
-            req = bind(raw, "ChatCompletionRequest", OAI_CHAT_SCHEMA)
-        except BindError as e:
-            raise ApiError(400, str(e), stage="bind") from None
+        req = _bind(raw, "ChatCompletionRequest", OAI_CHAT_SCHEMA)
         messages = req.get("messages") or []
         if not messages:
             raise ApiError(400, "[] is too short - 'messages'", stage="bind")
@@ -648,66 +698,31 @@ class SimServer:
             elif not (isinstance(msg, dict) and msg.get("tool_calls")):
                 kind = "<nil>" if content is None else type(content).__name__
                 raise ApiError(400, f"invalid message content type: {kind}", stage="bind")
-        name, m, keep = self._common("openai", req)
-        opts = self._oai_options(req)
-        stream = bool(req.get("stream"))
-        so = req.get("stream_options")
-        include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
         text = "".join(parts)
-        ident = f"chatcmpl-{random.randint(0, 998)}"
-        return Inference(
-            api="openai",
-            model_name=name,
-            model=m,
-            stream=stream,
-            keep_alive=keep,
-            options=opts,
-            prompt_text=text,
-            prompt_overhead=4 + 4 * len(messages),
-            load_only=False,
-            renderer=OpenAIRenderer(
-                "chat",
-                name,
-                offset=word_offset(text, opts.get("seed")),
-                stream=stream,
-                include_usage=include_usage,
-                ident=ident,
-            ),
-            content_type="text/event-stream" if stream else "application/json",
-        )
+        read = _Prompt(text=text, offset_text=text, overhead=4 + 4 * len(messages), load_only=False)
+        return self._openai("chat", "chatcmpl", req, read)
 
     def _parse_oai_completion(self, raw: bytes) -> Inference:
-        try:
-            req = bind(raw, "CompletionRequest", OAI_COMPLETION_SCHEMA)
-        except BindError as e:
-            raise ApiError(400, str(e), stage="bind") from None
-        name, m, keep = self._common("openai", req)
+        req = _bind(raw, "CompletionRequest", OAI_COMPLETION_SCHEMA)
+        prompt = req.get("prompt") or ""
+        read = _Prompt(text=prompt, offset_text=prompt, overhead=10, load_only=prompt == "")
+        return self._openai("completion", "cmpl", req, read)
+
+    def _openai(self, kind: str, id_prefix: str, req: dict[str, Any], read: _Prompt) -> Inference:
+        """/v1/chat/completions and /v1/completions past their own checks."""
+        target = self._common("openai", req)
         opts = self._oai_options(req)
         stream = bool(req.get("stream"))
         so = req.get("stream_options")
-        include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
-        prompt = req.get("prompt") or ""
-        ident = f"cmpl-{random.randint(0, 998)}"
-        return Inference(
-            api="openai",
-            model_name=name,
-            model=m,
+        renderer = OpenAIRenderer(
+            kind,
+            target.name,
+            offset=word_offset(read.offset_text, opts.get("seed")),
             stream=stream,
-            keep_alive=keep,
-            options=opts,
-            prompt_text=prompt,
-            prompt_overhead=10,
-            load_only=prompt == "",
-            renderer=OpenAIRenderer(
-                "completion",
-                name,
-                offset=word_offset(prompt, opts.get("seed")),
-                stream=stream,
-                include_usage=include_usage,
-                ident=ident,
-            ),
-            content_type="text/event-stream" if stream else "application/json",
+            include_usage=bool(isinstance(so, dict) and so.get("include_usage")),
+            ident=f"{id_prefix}-{random.randint(0, 998)}",
         )
+        return _inference("openai", target, read, options=opts, stream=stream, renderer=renderer)
 
     # ------------------------------------------------------------------ inference endpoints
 
@@ -747,10 +762,8 @@ class SimServer:
         num_ctx = max(num_ctx, 4)
         try:
             runner = await sched.get_runner(spec.model, num_ctx, spec.keep_alive)
-        except QueueFull as e:
-            return self._error(api, 503, str(e))
-        except RunnerError as e:
-            return self._error(api, 500, str(e))
+        except (QueueFull, RunnerError) as e:
+            return self._sched_error(api, e)
         try:
             t_loaded = time.monotonic()
             if spec.load_only:
@@ -759,10 +772,9 @@ class SimServer:
         finally:
             sched.release(runner)
 
-    def _json_bytes(self, body: bytes, status: int = 200) -> web.Response:
-        return web.Response(
-            status=status, body=body, content_type="application/json", charset="utf-8"
-        )
+    def _sched_error(self, api: str, e: QueueFull | RunnerError) -> web.Response:
+        """503 for a full queue, 500 for a failed load or a dead runner."""
+        return self._error(api, 503 if isinstance(e, QueueFull) else 500, str(e))
 
     def _lengths(self, spec: Inference, runner: Runner) -> tuple[int, int, str]:
         """(prompt tokens, tokens to generate, done_reason)."""
@@ -803,10 +815,8 @@ class SimServer:
             return self._error(api, e.status, e.message)
         try:
             await runner.acquire_slot()
-        except QueueFull as e:
-            return self._error(api, 503, str(e))
-        except RunnerError as e:
-            return self._error(api, 500, str(e))
+        except (QueueFull, RunnerError) as e:
+            return self._sched_error(api, e)
         renderer: Renderer = spec.renderer
         seq = Sequence(
             renderer=renderer,
@@ -825,9 +835,7 @@ class SimServer:
                     await seq.done
                 except RunnerError as e:
                     return self._error(api, 500, str(e))
-                return web.Response(
-                    body=spec.renderer.body(seq), content_type="application/json", charset="utf-8"
-                )
+                return self._json_bytes(spec.renderer.body(seq))
             assert seq.first is not None
             waits: list[asyncio.Future[Any]] = [seq.first, seq.done]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -844,9 +852,7 @@ class SimServer:
                 await seq.done
             except RunnerError as e:
                 if seq.emitted == 0:
-                    chunk = renderer.error_chunk(str(e))
-                    if chunk is not None:
-                        sink.write(chunk)
+                    seq.write_error(str(e))
             except ConnectionError:
                 pass
             await sink.flush()
