@@ -143,3 +143,33 @@ def test_bad_root_is_a_clear_error(tmp_path: Path) -> None:
 def test_path_escape_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OpsError, match="refusing path"):
         apply.host_path(tmp_path, "/etc/../../x")
+
+
+def test_symlink_leading_out_of_root_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "host-etc"
+    outside.mkdir()
+    root = tmp_path / "image"
+    (root / "etc/systemd").mkdir(parents=True)
+    (root / "etc/systemd/system").symlink_to(outside)  # as in a container image
+    d, files = deployment()
+    with pytest.raises(OpsError, match="leads outside --root"):
+        apply.apply(d, files, root)
+    assert list(outside.iterdir()) == []
+
+
+def test_concurrent_apply_is_refused(root: Path) -> None:
+    import fcntl
+    import os
+
+    d, files = deployment()
+    state = root / "var/lib/ollama-ops"
+    state.mkdir(parents=True)
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(OpsError, match="another ollama-ops apply or rollback"):
+            apply.apply(d, files, root)
+    finally:
+        os.close(fd)
+    assert not (root / d.dropin_path.lstrip("/")).exists()
+    assert apply.apply(d, files, root).generation == 1

@@ -13,11 +13,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import difflib
+import fcntl
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,22 @@ class Outcome:
 
 
 def host_path(root: Path, path: str) -> Path:
+    """``path`` under root, refusing anything that would lead outside it.
+
+    A tree given with --root (a container image, a mounted disk) may hold
+    absolute symlinks such as etc/systemd/system -> /etc/systemd/system;
+    following one would write to this host instead.
+    """
     if not path.startswith("/") or "/../" in path + "/":
         raise OpsError(f"refusing path {path!r}: not absolute or contains '..'")
-    return root / path.lstrip("/")
+    target = root / path.lstrip("/")
+    base = root.resolve()
+    if base != Path("/") and not target.parent.resolve().is_relative_to(base):
+        raise OpsError(
+            f"refusing {path}: a symlink under {target.parent} leads outside --root {root}; "
+            "replace it with a directory or point --root at the real tree"
+        )
+    return target
 
 
 def check_root(root: Path) -> None:
@@ -319,6 +333,24 @@ def _activate(
     return _wait_healthy(systemctl, deployment, timeout, clock, sleep)
 
 
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """One apply or rollback at a time per root."""
+    state = host_path(root, STATE_DIR)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise OpsError(
+                f"another ollama-ops apply or rollback holds {state / 'lock'}; wait for it to finish"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
+
+
 def apply(
     deployment: Deployment,
     files: Mapping[str, str],
@@ -336,9 +368,8 @@ def apply(
     is reloaded and the service restarted with them, and ApplyError says why.
     """
     check_root(root)
-    live = systemctl is not None or is_live(root)
-    if live and systemctl is None:
-        require("systemctl")
+    if systemctl is None and is_live(root):
+        require("systemctl")  # before anything is written
         systemctl = Systemctl()
     pending = changes(root, files)
     if not pending:
@@ -347,21 +378,51 @@ def apply(
         )
     if not os.access(root, os.W_OK):
         raise OpsError(f"--root {str(root)!r} is not writable; run as root")
+    with _locked(root):
+        if changes(root, files) != pending:
+            raise OpsError("the installed files changed while planning; run apply again")
+        return _apply_locked(
+            deployment,
+            root,
+            pending,
+            set(files),
+            restart=restart,
+            timeout=timeout,
+            systemctl=systemctl,
+            clock=clock,
+            sleep=sleep,
+        )
+
+
+def _apply_locked(
+    deployment: Deployment,
+    root: Path,
+    pending: list[Change],
+    owned: set[str],
+    *,
+    restart: bool,
+    timeout: float,
+    systemctl: SystemManager | None,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> Outcome:
     enable = deployment.write_base_unit and any(
         c.path == deployment.unit_path and c.old is None for c in pending
     )
     number = _save_generation(
-        root, pending, deployment.unit_name if enable and live and restart else None
+        root,
+        pending,
+        deployment.unit_name if enable and systemctl is not None and restart else None,
     )
     try:
-        _install(root, pending, set(files))
+        _install(root, pending, owned)
     except OSError as exc:
         _restore(root, number)
         raise ApplyError(
             f"writing {exc.filename or 'a file'} failed ({exc.strerror}); nothing was changed"
         ) from exc
-    if not live or not restart or systemctl is None:
-        if live and systemctl is not None:
+    if systemctl is None or not restart:
+        if systemctl is not None:
             systemctl.daemon_reload()
         return Outcome(
             tuple(pending), number, False, f"wrote {len(pending)} file(s) as generation {number}"
@@ -407,12 +468,12 @@ def rollback(
         raise RollbackError(
             f"no previous generation under {host_path(root, STATE_DIR)}; nothing to roll back"
         )
-    live = (is_live(root) or systemctl is not None) and restart
-    if live:
-        if systemctl is None:
-            require("systemctl")
-            systemctl = Systemctl()
-        _rollback_live(root, numbers[-1], systemctl, unit)
-    else:
-        _restore(root, numbers[-1])
+    if systemctl is None and is_live(root) and restart:
+        require("systemctl")
+        systemctl = Systemctl()
+    with _locked(root):
+        if systemctl is not None and restart:
+            _rollback_live(root, numbers[-1], systemctl, unit)
+        else:
+            _restore(root, numbers[-1])
     return numbers[-1]
