@@ -255,3 +255,27 @@ def test_nvidia_plan_boots_and_verifies(container_factory: BootFactory, suite: s
     assert verify_warnings(c, "50-ollama-ops") == []
     assert exposure(c) <= NVIDIA_EXPOSURE_TARGET
     assert c.wait_http(API + "/").status == 200
+
+
+def test_a_crash_is_restarted_by_the_planned_policy(container_factory: BootFactory) -> None:
+    """Restart=on-failure with RestartSec=5 brings a crashed Ollama back, under the hardening."""
+    c = container_factory("bookworm")
+    installed_like_the_official_installer(c)
+    install_ollama_ops(c)
+    # The simulator's control endpoint lets the test make `ollama serve` crash on demand.
+    c.write_file("/etc/ollama-ops/ollama-ops.toml", '[environment]\nOLLAMA_SIM_CONTROL = "1"\n')
+    done = c.exec(["ollama-ops", "apply"], check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    before = c.show(UNIT, "MainPID", "NRestarts")
+    assert before["NRestarts"] == "0"
+    crash = c.http("POST", API + "/_sim/faults", body='{"set": ["crash:1"]}')  # exit 2 in 1 s
+    assert crash.status == 200, crash
+
+    def restarted() -> bool:
+        now = c.show(UNIT, "MainPID", "NRestarts", "ActiveState")
+        return now["NRestarts"] == "1" and now["ActiveState"] == "active"
+
+    c.wait_for(restarted, "ollama.service restarted once", timeout=30)
+    assert c.show(UNIT, "MainPID")["MainPID"] != before["MainPID"]
+    assert c.wait_http(API + "/").status == 200
+    assert "status=2" in c.journal(UNIT)
