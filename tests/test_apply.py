@@ -173,3 +173,20 @@ def test_concurrent_apply_is_refused(root: Path) -> None:
         os.close(fd)
     assert not (root / d.dropin_path.lstrip("/")).exists()
     assert apply.apply(d, files, root).generation == 1
+
+
+def test_allowed_cpus_as_systemctl_prints_them_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    d = plan.build(host("nvidia-2x-h100-2socket"), config.DeploymentConfig())
+    files = render.render(d)
+    root = tmp_path
+    expected = apply.expected_properties(d)
+    assert expected["AllowedCPUs"] == "0-31,64-95"
+    fake = FakeSystemctl(props={**expected, "AllowedCPUs": "0-31 64-95"})
+    monkeypatch.setattr(api, "is_up", lambda url, timeout=2.0: True)
+    assert apply.apply(d, files, root, systemctl=fake, sleep=lambda s: None).restarted
+    wrong = FakeSystemctl(props={**expected, "AllowedCPUs": "0-31"})
+    d2 = plan.build(host("nvidia-2x-h100-2socket"), config.loads("[limits]\ncpu_weight = 99\n"))
+    with pytest.raises(ApplyError, match="AllowedCPUs='0-31'"):
+        apply.apply(d2, render.render(d2), root, systemctl=wrong, sleep=lambda s: None)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ollama_ops import api
-from ollama_ops.errors import ApplyError, CommandError, OpsError, RollbackError
+from ollama_ops.errors import ApplyError, CommandError, FactsError, OpsError, RollbackError
+from ollama_ops.facts import parse_cpu_list
 from ollama_ops.plan import Deployment
 from ollama_ops.systemd import Systemctl, SystemManager, require
 
@@ -301,11 +302,25 @@ def _wait_healthy(
         sleep(0.5)
 
 
+def _same(key: str, shown: str | None, planned: str) -> bool:
+    if shown is None:
+        return False
+    if key == "AllowedCPUs":
+        # systemctl show prints CPU sets as space-separated ranges ("0-31 64-95").
+        try:
+            return parse_cpu_list(shown.replace(" ", ",")) == parse_cpu_list(planned)
+        except FactsError:
+            return False
+    return shown == planned
+
+
 def _check_properties(systemctl: SystemManager, deployment: Deployment) -> str | None:
     expected = expected_properties(deployment)
     actual = systemctl.show(deployment.unit_name, list(expected))
     wrong = [
-        f"{k}={actual.get(k)!r} (planned {v!r})" for k, v in expected.items() if actual.get(k) != v
+        f"{k}={actual.get(k)!r} (planned {v!r})"
+        for k, v in expected.items()
+        if not _same(k, actual.get(k), v)
     ]
     return "systemd reports " + ", ".join(wrong) if wrong else None
 
