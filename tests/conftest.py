@@ -13,4 +13,5 @@ def root(tmp_path: Path) -> Path:
     unit = tmp_path / "etc/systemd/system/ollama.service"
     unit.parent.mkdir(parents=True)
     unit.write_text(INSTALLER_UNIT)
+    (tmp_path / "usr/share/ollama").mkdir(parents=True)  # the installer's `useradd -m`
     return tmp_path

@@ -94,6 +94,7 @@ def test_live_apply_restarts_and_verifies(root: Path, monkeypatch: pytest.Monkey
 def test_failed_start_rolls_back_byte_for_byte(root: Path) -> None:
     d, files = deployment()
     apply.apply(d, files, root)
+    (root / "srv/models").mkdir(parents=True)
     before = snapshot(root)
     d2, files2 = deployment('[service]\nmodels_dir = "/srv/models"\n')
     fake = FakeSystemctl(props=apply.expected_properties(d2), fail_start=True)
@@ -150,6 +151,7 @@ def test_symlink_leading_out_of_root_is_refused(tmp_path: Path) -> None:
     outside.mkdir()
     root = tmp_path / "image"
     (root / "etc/systemd").mkdir(parents=True)
+    (root / "usr/share/ollama").mkdir(parents=True)
     (root / "etc/systemd/system").symlink_to(outside)  # as in a container image
     d, files = deployment()
     with pytest.raises(OpsError, match="leads outside --root"):
@@ -181,6 +183,7 @@ def test_allowed_cpus_as_systemctl_prints_them_is_accepted(
     d = plan.build(host("nvidia-2x-h100-2socket"), config.DeploymentConfig())
     files = render.render(d)
     root = tmp_path
+    (root / "usr/share/ollama").mkdir(parents=True)
     expected = apply.expected_properties(d)
     assert expected["AllowedCPUs"] == "0-31,64-95"
     fake = FakeSystemctl(props={**expected, "AllowedCPUs": "0-31 64-95"})
@@ -190,3 +193,12 @@ def test_allowed_cpus_as_systemctl_prints_them_is_accepted(
     d2 = plan.build(host("nvidia-2x-h100-2socket"), config.loads("[limits]\ncpu_weight = 99\n"))
     with pytest.raises(ApplyError, match="AllowedCPUs='0-31'"):
         apply.apply(d2, render.render(d2), root, systemctl=wrong, sleep=lambda s: None)
+
+
+def test_missing_write_path_is_refused_before_writing(root: Path) -> None:
+    d, files = deployment('[service]\nmodels_dir = "/data/models"\n')
+    with pytest.raises(OpsError, match=r"ReadWritePaths=/data/models .* does not exist") as info:
+        apply.apply(d, files, root)
+    assert "\n" not in str(info.value)
+    assert not (root / "var/lib/ollama-ops").exists()
+    assert not (root / d.dropin_path.lstrip("/")).exists()

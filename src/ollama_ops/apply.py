@@ -348,6 +348,26 @@ def _activate(
     return _wait_healthy(systemctl, deployment, timeout, clock, sleep)
 
 
+def preflight(deployment: Deployment, root: Path) -> None:
+    """Refuse, before writing anything, a plan whose write paths do not exist.
+
+    systemd fails such a unit with status 226/NAMESPACE; saying so up front
+    beats a restart and an automatic rollback.
+    """
+    for setting in deployment.active():
+        path = setting.value or ""
+        # "-/x" may be missing; a plain path must exist.
+        if (
+            setting.key == "ReadWritePaths"
+            and path.startswith("/")
+            and not host_path(root, path).is_dir()
+        ):
+            raise OpsError(
+                f"ReadWritePaths={setting.value} ({setting.reason}) does not exist under "
+                f"{root}; create it, owned by the service user, before applying"
+            )
+
+
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """One apply or rollback at a time per root."""
@@ -383,6 +403,7 @@ def apply(
     is reloaded and the service restarted with them, and ApplyError says why.
     """
     check_root(root)
+    preflight(deployment, root)
     if systemctl is None and is_live(root):
         require("systemctl")  # before anything is written
         systemctl = Systemctl()
