@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from ollama_ops import api, apply, config, plan, render
-from ollama_ops.errors import ApplyError, OpsError, RollbackError
+from ollama_ops.errors import ApplyError, CommandError, OpsError, RollbackError
 from tests.helpers import INSTALLER_UNIT, FakeSystemctl, host
 
 
@@ -202,3 +203,65 @@ def test_missing_write_path_is_refused_before_writing(root: Path) -> None:
     assert "\n" not in str(info.value)
     assert not (root / "var/lib/ollama-ops").exists()
     assert not (root / d.dropin_path.lstrip("/")).exists()
+
+
+def test_a_later_override_wins_without_a_false_rollback(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, files = deployment()
+    override = root / "etc/systemd/system/ollama.service.d/override.conf"
+    override.parent.mkdir(parents=True)
+    override.write_text("[Service]\nMemoryMax=8G\n")
+    shown = {**apply.expected_properties(d), "MemoryMax": str(8 * 1024**3)}
+    monkeypatch.setattr(api, "is_up", lambda url, timeout=2.0: True)
+    outcome = apply.apply(
+        d, files, root, systemctl=FakeSystemctl(props=shown), sleep=lambda s: None
+    )
+    assert outcome.restarted
+
+
+class BrokenShow(FakeSystemctl):
+    def show(self, unit: str, props: Sequence[str]) -> dict[str, str]:
+        if self.started and "MemoryMax" in props:
+            raise CommandError("systemctl show ollama.service: no answer after 60s")
+        return super().show(unit, props)
+
+
+def test_a_systemctl_failure_during_activation_still_rolls_back(root: Path) -> None:
+    before = snapshot(root)
+    d, files = deployment()
+    with pytest.raises(
+        ApplyError, match=r"no answer after 60s.*previous configuration was restored"
+    ):
+        apply.apply(d, files, root, systemctl=BrokenShow(), sleep=lambda s: None)
+    assert snapshot(root) == before
+
+
+def test_owned_list_cannot_point_outside_our_files(tmp_path: Path) -> None:
+    root = tmp_path / "image"
+    (root / "usr/share/ollama").mkdir(parents=True)
+    state = root / "var/lib/ollama-ops"
+    state.mkdir(parents=True)
+    (state / "owned.json").write_text(
+        '["/etc/shadow", "/etc/systemd/system/ollama.service.d/x.conf"]'
+    )
+    assert apply.owned_files(root) == {"/etc/systemd/system/ollama.service.d/x.conf"}
+    leak = root / "etc/systemd/system/ollama.service.d/x.conf"
+    leak.parent.mkdir(parents=True)
+    leak.symlink_to("/etc/hostname")
+    _d, files = deployment()
+    with pytest.raises(OpsError, match="is a symlink inside --root"):
+        apply.changes(root, files)
+
+
+def test_rollback_restores_file_modes(root: Path) -> None:
+    d, files = deployment()
+    dropin = root / d.dropin_path.lstrip("/")
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text("[Service]\nNice=5\n")
+    dropin.chmod(0o600)
+    apply.apply(d, files, root)
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o644
+    apply.rollback(root, "ollama.service")
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o600
+    assert dropin.read_text() == "[Service]\nNice=5\n"

@@ -230,3 +230,57 @@ def test_facts_values_that_would_split_a_unit_line_are_refused(
     assert f"ollama.{field}" in err
     assert err.count("\n") == 1
     assert not (root / "etc/systemd/system/ollama.service.d").exists()
+
+
+def test_second_apply_keeps_the_unit_it_wrote(tmp_path: Path) -> None:
+    data = json.loads((FIXTURES / "hosts" / "cpu-small.json").read_text())
+    data["ollama"] = {"binary": "/usr/local/bin/ollama"}  # no user, no unit
+    facts_file = tmp_path / "f.json"
+    facts_file.write_text(json.dumps(data))
+    root = tmp_path / "r"
+    root.mkdir()
+    code, out, err = run("apply", "--facts", str(facts_file), "--root", str(root))
+    assert code == 0, err
+    assert (root / "etc/systemd/system/ollama.service").is_file()
+    code, out, err = run("apply", "--facts", str(facts_file), "--root", str(root))
+    assert code == 0 and "nothing to change" in out, out + err
+    assert (root / "etc/systemd/system/ollama.service").is_file()
+
+
+def test_vendor_unit_of_the_configured_name_is_not_shadowed(root: Path) -> None:
+    vendor = root / "usr/lib/systemd/system/ollama-gpu.service"
+    vendor.parent.mkdir(parents=True)
+    vendor.write_text("[Service]\nExecStart=/opt/ollama/bin/ollama serve\nUser=ollama\n")
+    cfg = root / "etc/ollama-ops/ollama-ops.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('[service]\nunit = "ollama-gpu.service"\n')
+    code, out, err = run("plan", "--root", str(root), "--facts", FACTS)
+    assert code == 0, err
+    assert "etc/systemd/system/ollama-gpu.service.d/50-ollama-ops.conf" in out
+    assert "+++ b/etc/systemd/system/ollama-gpu.service\n" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'{"memory_bytes": 34359738368, "cpus": 4, "numa_nodes": 5}', "must be a list"),
+        (b'{"memory_bytes": 1000, "hostname": "\xff"}', "not UTF-8"),
+    ],
+)
+def test_malformed_facts_types_are_one_line(
+    root: Path, tmp_path: Path, content: bytes, needle: str
+) -> None:
+    facts_file = tmp_path / "f.json"
+    facts_file.write_bytes(content)
+    code, _, err = run("plan", "--facts", str(facts_file), "--root", str(root))
+    assert code == cli.Exit.USAGE
+    assert needle in err and err.count("\n") == 1
+
+
+def test_dry_run_checks_what_apply_would_refuse(root: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[service]\nmodels_dir = "/data/models"\n')
+    code, _, err = run(
+        "apply", "--facts", FACTS, "--config", str(cfg), "--root", str(root), "--dry-run"
+    )
+    assert code == cli.Exit.USAGE and "does not exist" in err

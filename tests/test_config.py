@@ -110,3 +110,19 @@ def test_parse_size(text: str, expected: int) -> None:
 )
 def test_validate_bind(bind: str, expected: tuple[str, int]) -> None:
     assert config.validate_bind(bind) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[service]\nmodels_dir = "/"\n',
+        '[service]\nmodels_dir = "/usr/"\n',
+        '[environment]\nOLLAMA_MODELS = "/etc"\n',
+        '[environment]\nOLLAMA_MODELS = "/srv/a /"\n',
+        '[hardening]\nread_write_paths = ["/var/lib"]\n',
+    ],
+)
+def test_paths_that_would_open_the_system_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.loads(text, "cfg")
+    assert "\n" not in str(info.value)

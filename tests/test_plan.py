@@ -201,3 +201,33 @@ def test_dynamic_user_on_amd_joins_render_and_video() -> None:
 def test_nofile_from_config_replaces_the_rule() -> None:
     d = plan.build(host("cpu-small"), config.loads("[limits]\nnofile = 4096\n"))
     assert [s.value for s in d.settings if s.key == "LimitNOFILE"] == ["4096"]
+
+
+@pytest.mark.parametrize("home", ["/", "/nonexistent"])
+def test_user_without_a_usable_home_gets_a_state_directory(home: str) -> None:
+    base = host("cpu-small")
+    facts = dataclasses.replace(base, ollama=dataclasses.replace(base.ollama, home=home))
+    d = plan.build(facts, config.DeploymentConfig())
+    values = settings(d)
+    assert values["StateDirectory"] == "ollama"
+    assert values["HOME"] == "/var/lib/ollama"
+    assert [s.value for s in d.settings if s.key == "ReadWritePaths"] == []
+
+
+def test_models_dir_needs_a_fixed_user() -> None:
+    facts = dataclasses.replace(host("cpu-small"), ollama=OllamaInstall())
+    with pytest.raises(PlanError, match="needs a fixed service user"):
+        plan.build(facts, config.loads('[service]\nmodels_dir = "/srv/models"\n'))
+
+
+def test_a_specific_bind_address_may_reach_itself() -> None:
+    cfg = config.loads(
+        '[service]\nbind = "10.0.0.5:11434"\nallowed_networks = ["192.168.0.0/16"]\n'
+    )
+    d = plan.build(host("cpu-small"), cfg)
+    assert [s.value for s in d.settings if s.key == "IPAddressAllow"] == [
+        "localhost",
+        "10.0.0.5",
+        "192.168.0.0/16",
+    ]
+    assert d.api_url == "http://10.0.0.5:11434"

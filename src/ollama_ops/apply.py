@@ -16,6 +16,7 @@ import difflib
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ollama_ops import api
+from ollama_ops import api, unit
 from ollama_ops.errors import ApplyError, CommandError, FactsError, OpsError, RollbackError
 from ollama_ops.facts import parse_cpu_list
 from ollama_ops.plan import Deployment
 from ollama_ops.systemd import Systemctl, SystemManager, require
 
 STATE_DIR = "/var/lib/ollama-ops"
+OWNABLE_PREFIXES = ("/etc/systemd/system/", "/etc/modules-load.d/")
 FILE_MODE = 0o644
 
 
@@ -65,11 +67,16 @@ def host_path(root: Path, path: str) -> Path:
         raise OpsError(f"refusing path {path!r}: not absolute or contains '..'")
     target = root / path.lstrip("/")
     base = root.resolve()
-    if base != Path("/") and not target.parent.resolve().is_relative_to(base):
-        raise OpsError(
-            f"refusing {path}: a symlink under {target.parent} leads outside --root {root}; "
-            "replace it with a directory or point --root at the real tree"
-        )
+    if base != Path("/"):
+        if not target.parent.resolve().is_relative_to(base):
+            raise OpsError(
+                f"refusing {path}: a symlink under {target.parent} leads outside --root {root}; "
+                "replace it with a directory or point --root at the real tree"
+            )
+        if target.is_symlink():
+            raise OpsError(
+                f"refusing {path}: it is a symlink inside --root {root}; replace it with a file"
+            )
     return target
 
 
@@ -107,7 +114,29 @@ def owned_files(root: Path) -> set[str]:
         data = json.loads(raw)
     except ValueError:
         return set()
-    return {p for p in data if isinstance(p, str)} if isinstance(data, list) else set()
+    if not isinstance(data, list):
+        return set()
+    # The list lives inside a tree that may not be trusted (--root): only paths
+    # ollama-ops can have written count, so it cannot be made to read or delete others.
+    return {p for p in data if isinstance(p, str) and p.startswith(OWNABLE_PREFIXES)}
+
+
+def packaged_unit(root: Path, unit_name: str, reported: str | None) -> str | None:
+    """The unit file somebody else installed for ``unit_name``, if any.
+
+    The tree under root is searched as systemd would (a vendor unit in
+    /usr/lib counts too); if it has none, ``reported`` (from the facts of the
+    target machine) stands. A unit that ollama-ops itself wrote earlier does
+    not count: it is ours to keep writing, not a packaged unit to leave alone.
+    """
+    try:
+        found = unit.load_effective(root, unit_name).fragment
+    except OpsError:
+        found = None
+    path = found or reported
+    if path is not None and path in owned_files(root):
+        return None
+    return path
 
 
 def changes(root: Path, files: Mapping[str, str]) -> list[Change]:
@@ -207,6 +236,11 @@ def _save_generation(root: Path, changes_: list[Change], enabled_unit: str | Non
             c.path: None if c.old is None else base64.b64encode(c.old).decode("ascii")
             for c in changes_
         },
+        "modes": {
+            c.path: stat.S_IMODE(host_path(root, c.path).stat().st_mode)
+            for c in changes_
+            if c.old is not None
+        },
     }
     atomic_write(gen_dir / "manifest.json", json.dumps(manifest, indent=1).encode(), mode=0o600)
     return number
@@ -238,12 +272,13 @@ def _manifest(root: Path, number: int) -> dict[str, Any]:
 def _restore(root: Path, number: int) -> None:
     gen_dir = _generations_dir(root) / str(number)
     manifest = _manifest(root, number)
+    modes = manifest.get("modes") or {}
     for path, encoded in manifest["files"].items():
         target = host_path(root, path)
         if encoded is None:
             _remove(target)
         else:
-            atomic_write(target, base64.b64decode(encoded))
+            atomic_write(target, base64.b64decode(encoded), mode=int(modes.get(path, FILE_MODE)))
     atomic_write(
         _owned_path(root), json.dumps(manifest.get("previous_owned", [])).encode(), mode=0o600
     )
@@ -314,8 +349,29 @@ def _same(key: str, shown: str | None, planned: str) -> bool:
     return shown == planned
 
 
-def _check_properties(systemctl: SystemManager, deployment: Deployment) -> str | None:
-    expected = expected_properties(deployment)
+def _ours(root: Path, deployment: Deployment, keys: list[str]) -> list[str]:
+    """The keys whose effective value is the one in our drop-in.
+
+    A later drop-in (the operator's override.conf) wins over ours by design;
+    its values are not a failed apply.
+    """
+    try:
+        effective = unit.load_effective(root, deployment.unit_name)
+    except OpsError:
+        return keys
+    kept = []
+    for key in keys:
+        last = effective.last("Service", key)
+        if last is None or last.path == deployment.dropin_path:
+            kept.append(key)
+    return kept
+
+
+def _check_properties(systemctl: SystemManager, deployment: Deployment, root: Path) -> str | None:
+    planned = expected_properties(deployment)
+    expected = {k: planned[k] for k in _ours(root, deployment, list(planned))}
+    if not expected:
+        return None
     actual = systemctl.show(deployment.unit_name, list(expected))
     wrong = [
         f"{k}={actual.get(k)!r} (planned {v!r})"
@@ -328,6 +384,7 @@ def _check_properties(systemctl: SystemManager, deployment: Deployment) -> str |
 def _activate(
     systemctl: SystemManager,
     deployment: Deployment,
+    root: Path,
     *,
     enable: bool,
     timeout: float,
@@ -342,7 +399,7 @@ def _activate(
         systemctl.restart(deployment.unit_name)
     except CommandError as exc:
         return str(exc)
-    problem = _check_properties(systemctl, deployment)
+    problem = _check_properties(systemctl, deployment, root)
     if problem:
         return problem
     return _wait_healthy(systemctl, deployment, timeout, clock, sleep)
@@ -463,9 +520,12 @@ def _apply_locked(
         return Outcome(
             tuple(pending), number, False, f"wrote {len(pending)} file(s) as generation {number}"
         )
-    problem = _activate(
-        systemctl, deployment, enable=enable, timeout=timeout, clock=clock, sleep=sleep
-    )
+    try:
+        problem = _activate(
+            systemctl, deployment, root, enable=enable, timeout=timeout, clock=clock, sleep=sleep
+        )
+    except OpsError as exc:  # systemctl itself failed or timed out: still roll back
+        problem = str(exc)
     if problem is None:
         return Outcome(
             tuple(pending),
@@ -473,7 +533,9 @@ def _apply_locked(
             True,
             f"applied generation {number}; {deployment.unit_name} is up",
         )
-    tail = systemctl.journal_tail(deployment.unit_name, 3)
+    tail: list[str] = []
+    with contextlib.suppress(OpsError):
+        tail = systemctl.journal_tail(deployment.unit_name, 3)
     _rollback_live(root, number, systemctl, deployment.unit_name)
     detail = f" (journal: {' | '.join(tail)})" if tail else ""
     raise ApplyError(f"{problem}{detail}; the previous configuration was restored")

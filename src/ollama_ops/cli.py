@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -45,9 +46,10 @@ def _facts(args: argparse.Namespace, root: Path) -> facts_mod.HostFacts:
         path = Path(args.facts)
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise OpsError(
-                f"--facts {args.facts!r} cannot be read ({exc.strerror}); pass a file from `ollama-ops facts --json`"
+                f"--facts {args.facts!r} cannot be read ({why}); pass a file from `ollama-ops facts --json`"
             ) from exc
         return facts_mod.loads(text, args.facts)
     from ollama_ops import probe
@@ -75,6 +77,11 @@ def _prepare(
     root = _root(args)
     cfg = _config(args, root)
     host = _facts(args, root)
+    unit_path = apply_mod.packaged_unit(root, cfg.service.unit, host.ollama.unit_path)
+    if unit_path != host.ollama.unit_path:
+        host = dataclasses.replace(
+            host, ollama=dataclasses.replace(host.ollama, unit_path=unit_path)
+        )
     deployment = plan_mod.build(host, cfg)
     return root, host, deployment, render_mod.render(deployment)
 
@@ -99,6 +106,7 @@ def cmd_plan(args: argparse.Namespace, env: Env) -> int:
 def cmd_apply(args: argparse.Namespace, env: Env) -> int:
     root, _host, deployment, files = _prepare(args)
     if args.dry_run:
+        apply_mod.preflight(deployment, root)
         pending = apply_mod.changes(root, files)
         env.stdout.write(apply_mod.diff(pending) or "nothing to change\n")
         return Exit.CHANGES_PENDING if pending else Exit.OK

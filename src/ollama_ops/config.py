@@ -148,6 +148,23 @@ def _path(value: object, where: str) -> str:
     return text.rstrip("/") or "/"
 
 
+# Making one of these writable would undo ProtectSystem=strict for the whole OS.
+_SYSTEM_DIRS = frozenset(
+    {"/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/proc", "/sys", "/dev"}
+    | {"/run", "/var", "/var/lib", "/usr/local", "/usr/lib", "/usr/share", "/home", "/root"}
+)
+
+
+def _writable_path(value: object, where: str) -> str:
+    path = _path(value, where)
+    if path in _SYSTEM_DIRS:
+        raise ConfigError(
+            f"{where} = {path!r} would make a system directory writable; name a directory "
+            "of its own, e.g. /srv/ollama/models"
+        )
+    return path
+
+
 def _percent(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
         raise ConfigError(f"{where} = {value!r} must be a percentage between 0 and 100")
@@ -246,7 +263,9 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
             _str_list(svc.get("allowed_networks", []), w("service.allowed_networks"))
         )
     )
-    models_dir = _path(svc["models_dir"], w("service.models_dir")) if "models_dir" in svc else None
+    models_dir = (
+        _writable_path(svc["models_dir"], w("service.models_dir")) if "models_dir" in svc else None
+    )
     binary = _path(svc["binary"], w("service.binary")) if "binary" in svc else None
 
     lim = tables["limits"]
@@ -303,6 +322,9 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
             )
         if name == "OLLAMA_HOST":
             raise ConfigError(f"{where}: set the bind address with service.bind, not OLLAMA_HOST")
+        if name == "OLLAMA_MODELS":
+            env[name] = _writable_path(raw, where)
+            continue
         if isinstance(raw, bool):
             env[name] = "1" if raw else "0"
         elif isinstance(raw, int | float):
@@ -316,7 +338,7 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
         for i, v in enumerate(_str_list(hard.get("relax", []), w("hardening.relax")))
     )
     rw_paths = tuple(
-        _path(v, w(f"hardening.read_write_paths[{i}]"))
+        _writable_path(v, w(f"hardening.read_write_paths[{i}]"))
         for i, v in enumerate(
             _str_list(hard.get("read_write_paths", []), w("hardening.read_write_paths"))
         )

@@ -186,6 +186,9 @@ def from_json_dict(data: Any) -> HostFacts:
             "facts: the top level must be a JSON object such as `ollama-ops facts --json` prints"
         )
     _known(HostFacts, data, "")
+    for key in ("numa_nodes", "gpus", "device_nodes"):
+        if not isinstance(data.get(key) or [], list):
+            raise FactsError(f"facts: {key} = {data[key]!r} must be a list")
     nodes = []
     for i, raw in enumerate(data.get("numa_nodes") or []):
         where = f"numa_nodes[{i}]."

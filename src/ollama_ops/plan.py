@@ -539,12 +539,15 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     host, port = validate_bind(svc.bind)
     networks = ["localhost"]
     if not is_loopback(host):
+        if host not in ("0.0.0.0", "::"):
+            # Health checks connect to the bind address itself, from that address.
+            networks.append(host)
         if not svc.allowed_networks:
             raise PlanError(
                 f"service.bind = {svc.bind!r} exposes the API to the network; list the client "
                 'networks in service.allowed_networks (e.g. ["10.0.0.0/8"]) or bind to 127.0.0.1'
             )
-        networks += list(svc.allowed_networks)
+        networks += [n for n in svc.allowed_networks if n not in networks]
     elif svc.allowed_networks:
         raise PlanError(
             f"service.allowed_networks is set but service.bind = {svc.bind!r} is loopback; "
@@ -563,9 +566,18 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             )
     installed = facts.ollama
     dynamic = installed.user is None
-    home = DYNAMIC_HOME if dynamic else (installed.home or INSTALLER_HOME)
+    # A system user made with `-d /` or `-d /nonexistent` has no usable home:
+    # systemd sets no $HOME for "/", and `ollama serve` then exits. Give it a state directory.
+    homeless = not dynamic and installed.home in ("/", "/nonexistent")
+    home = DYNAMIC_HOME if dynamic or homeless else (installed.home or INSTALLER_HOME)
     models = svc.models_dir or cfg.environment.get("OLLAMA_MODELS") or f"{home}/.ollama/models"
-    rw_paths: list[str] = [] if dynamic else [home]
+    if dynamic and (svc.models_dir or "OLLAMA_MODELS" in cfg.environment):
+        raise PlanError(
+            f"a models directory ({models}) needs a fixed service user, but this host has no "
+            "ollama user (DynamicUser); create it with `useradd -r -U -m -d /usr/share/ollama "
+            "ollama` or leave service.models_dir unset"
+        )
+    rw_paths: list[str] = [] if dynamic or homeless else [home]
     if not (models == home or models.startswith(home + "/")):
         rw_paths.append(models)
     rw_paths += [p for p in cfg.hardening.read_write_paths if p not in rw_paths]
@@ -592,13 +604,15 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     _restart(b, cfg)
     _memory(b, facts, cfg)
     _cpu(b, facts, cfg)
-    if dynamic:
+    if dynamic or homeless:
         b.add(
             Section.SERVICE,
             "StateDirectory",
             "ollama",
             Source.RULE,
-            "no ollama user: systemd makes /var/lib/ollama",
+            "no ollama user: systemd makes /var/lib/ollama"
+            if dynamic
+            else f"the ollama user's home is {installed.home}: systemd makes /var/lib/ollama instead",
         )
         if facts.amd_gpus:
             b.add(
@@ -645,7 +659,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         notes.append(
             f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
         )
-    if len(networks) == 1:
+    if networks == ["localhost"]:
         notes.append(
             "IPAddressDeny=any also blocks `ollama pull` (the server downloads): pull through a proxy "
             "in allowed_networks, or copy models in"
