@@ -279,3 +279,19 @@ def test_a_crash_is_restarted_by_the_planned_policy(container_factory: BootFacto
     assert c.show(UNIT, "MainPID")["MainPID"] != before["MainPID"]
     assert c.wait_http(API + "/").status == 200
     assert "status=2" in c.journal(UNIT)
+
+
+def test_a_system_user_without_a_home_gets_a_state_directory(
+    container_factory: BootFactory,
+) -> None:
+    """`useradd -r -d /` (systemd-sysusers' habit): systemd sets no $HOME for "/"."""
+    c = container_factory("bookworm")
+    c.exec(["useradd", "-r", "-U", "-M", "-d", "/", "ollama"])
+    install_simulator_as_ollama(c)
+    write_installer_unit(c)
+    install_ollama_ops(c)
+    done = c.exec(["ollama-ops", "apply", "--timeout", "60"], check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert c.sh("stat -c '%a %U' /var/lib/ollama/.ollama/id_ed25519").split() == ["600", "ollama"]
+    assert "ReadWritePaths=/\n" not in c.read_file(DROPIN)
+    assert c.wait_http(API + "/").status == 200
