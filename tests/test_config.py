@@ -78,8 +78,13 @@ def test_bad_input_is_one_clear_line(text: str, needle: str) -> None:
     assert message.startswith("cfg.toml")
 
 
-def test_missing_default_file_is_fine_missing_named_file_is_not(tmp_path: Path) -> None:
-    assert config.load(None) == config.DeploymentConfig() or config.DEFAULT_CONFIG_PATH.exists()
+def test_missing_default_file_is_fine_missing_named_file_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    assert config.load(None) == config.DeploymentConfig()
+    (tmp_path / "absent.toml").write_text("[limits]\ncpu_weight = 7\n")
+    assert config.load(None).limits.cpu_weight == 7
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "nope.toml")
 
