@@ -5,8 +5,8 @@ a fast single-model profile (no load time, linear scaling, so every stream
 decodes at exactly ``--rate`` tokens/s however many run at once), then opens
 ``--streams`` concurrent streaming ``/api/generate`` requests from
 ``--clients`` other processes with aiohttp clients (starts spread over
-``--stagger`` seconds each), and reads every NDJSON token line. As root the simulator is
-given SCHED_FIFO priority (``--priority``) so that unrelated load on a
+``--stagger`` seconds each), and reads every NDJSON token line. On request
+(``--priority realtime``, root) the simulator gets SCHED_FIFO so that unrelated load on a
 shared machine does not preempt it; the clients run at normal priority.
 
 Reported figures:
@@ -233,16 +233,22 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between stream starts (default 0.001: 500 streams ramp up over 0.5 s,"
         " as load generators do; all of them then run at once)",
     )
-    ap.add_argument("--clients", type=int, default=2, help="client processes sharing the streams")
+    ap.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="client processes sharing the streams (1: on 2 cores, the simulator and the"
+        " load generator then each have a core)",
+    )
     ap.add_argument("--timeout", type=float, default=120.0, help="hard bound, seconds")
     ap.add_argument("--python", default=sys.executable, help="interpreter for the simulator")
     ap.add_argument(
         "--priority",
         choices=("realtime", "nice", "normal"),
-        default="realtime" if os.geteuid() == 0 else "normal",
-        help="scheduling of the simulator process: realtime = SCHED_FIFO 10 (default "
-        "as root), nice = niceness -10, normal = as started. On a shared 2-core "
-        "machine the simulator is otherwise preempted by unrelated load",
+        default="normal",
+        help="scheduling of the simulator process: normal = as started (default), "
+        "realtime = SCHED_FIFO 10 (root), nice = niceness -10; the last two keep "
+        "unrelated load on a shared machine from preempting it",
     )
     args = ap.parse_args(argv)
 
