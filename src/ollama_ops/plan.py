@@ -347,146 +347,149 @@ def _ollama_env(
         b.add(Section.ENV, name, env[name], Source.CONFIG, f"environment.{name}")
 
 
+# The hardening every host gets, in the order it is written: (key, value, reason).
+# A value of None means "left weaker than the maximum on purpose"; the reason says why.
+_Row = tuple[str, str | None, str]
+_KERNEL_AND_PROC: tuple[_Row, ...] = (
+    ("PrivateMounts", "yes", "no mount changes leak in or out"),
+    ("PrivateIPC", "yes", "own SysV IPC and POSIX queues"),
+    ("ProtectKernelTunables", "yes", "/proc/sys and /sys read-only"),
+    ("ProtectKernelModules", "yes", "no module loading (modules-load.d loads nvidia first)"),
+    ("ProtectKernelLogs", "yes", "no kernel log ring buffer"),
+    ("ProtectControlGroups", "yes", "cgroup tree read-only"),
+    ("ProtectClock", "yes", "no clock changes"),
+    ("ProtectHostname", "yes", "no hostname changes"),
+    ("ProtectProc", "invisible", "other processes hidden in /proc"),
+    ("ProcSubset", "all", "weaker than pid on purpose: Ollama reads /proc/meminfo to size models"),
+    ("RestrictAddressFamilies", "", "reset: only the list below applies"),
+    (
+        "RestrictAddressFamilies",
+        "AF_INET AF_INET6 AF_UNIX",
+        "weaker on purpose: IP to serve the API, AF_UNIX for runtimes' socketpairs; no netlink, packet or others",
+    ),
+    ("RestrictNamespaces", "yes", "no new namespaces"),
+    ("RestrictRealtime", "yes", "no realtime scheduling"),
+    ("RestrictSUIDSGID", "yes", "no setuid/setgid files"),
+    ("RemoveIPC", "yes", "IPC objects removed when the service stops"),
+    ("LockPersonality", "yes", "no ABI personality changes"),
+)
+_SYSCALLS_AND_IDENTITY: tuple[_Row, ...] = (
+    ("SystemCallArchitectures", "native", "no foreign ABIs"),
+    ("SystemCallFilter", "", "reset: only the lists below apply"),
+    (
+        "SystemCallFilter",
+        "@system-service",
+        "service syscalls, @resources kept on purpose: ggml pins threads and binds NUMA memory",
+    ),
+    ("SystemCallFilter", "~@privileged", "no mount, reboot, swap, module or clock syscalls"),
+    (
+        "SystemCallErrorNumber",
+        "EPERM",
+        "a denied syscall fails with EPERM instead of killing Ollama",
+    ),
+    ("CapabilityBoundingSet", "", "no capabilities at all"),
+    ("AmbientCapabilities", "", "no ambient capabilities"),
+    ("KeyringMode", "private", "own kernel keyring"),
+    ("UMask", "0077", "files Ollama creates are private to its user"),
+    (
+        "PrivateNetwork",
+        None,
+        "weaker: a network server needs the host's network; IPAddressAllow limits it",
+    ),
+    ("IPAddressDeny", "any", "default deny, in and out"),
+)
+
+
 def _hardening(
     b: _Builder, facts: HostFacts, cfg: DeploymentConfig, rw_paths: list[str], networks: list[str]
 ) -> None:
-    h = Source.HARDENING
-    S = Section.SERVICE
+    def add(rows: Iterable[_Row]) -> None:
+        for key, value, reason in rows:
+            b.add(Section.SERVICE, key, value, Source.HARDENING, reason)
+
     home_like = any(
         p == q or p.startswith(q + "/") for p in rw_paths for q in ("/home", "/root", "/run/user")
     )
-    b.add(S, "NoNewPrivileges", "yes", h, "no setuid escalation from Ollama or its runners")
-    b.add(S, "ProtectSystem", "strict", h, "the whole OS read-only except ReadWritePaths")
-    b.add(
-        S,
-        "ProtectHome",
-        "read-only" if home_like else "yes",
-        h,
-        "home directories read-only: a write path lives under one"
-        if home_like
-        else "home directories invisible",
+    gpu = bool(facts.nvidia_gpus or facts.amd_gpus)
+    add(
+        [
+            ("NoNewPrivileges", "yes", "no setuid escalation from Ollama or its runners"),
+            ("ProtectSystem", "strict", "the whole OS read-only except ReadWritePaths"),
+            (
+                (
+                    "ProtectHome",
+                    "read-only",
+                    "home directories read-only: a write path lives under one",
+                )
+                if home_like
+                else ("ProtectHome", "yes", "home directories invisible")
+            ),
+            *[
+                ("ReadWritePaths", p, "Ollama writes its key, cache and models here")
+                for p in rw_paths
+            ],
+            ("PrivateTmp", "yes", "own /tmp"),
+        ]
     )
-    for path in rw_paths:
-        b.add(S, "ReadWritePaths", path, h, "Ollama writes its key, cache and models here")
-    b.add(S, "PrivateTmp", "yes", h, "own /tmp")
-    nvidia, amd = bool(facts.nvidia_gpus), bool(facts.amd_gpus)
-    if nvidia or amd:
-        b.add(
-            S,
-            "PrivateDevices",
-            None,
-            h,
-            "weaker: GPUs need their device nodes; DevicePolicy=closed lists them",
+    if gpu:
+        devices = (NVIDIA_DEVICE_ALLOW if facts.nvidia_gpus else ()) + (
+            AMD_DEVICE_ALLOW if facts.amd_gpus else ()
         )
-        b.add(
-            S,
-            "DevicePolicy",
-            "closed",
-            h,
-            "only the GPU nodes below and /dev/null-style pseudo devices",
-        )
-        b.add(S, "DeviceAllow", "", h, "reset: only the list below applies")
-        for dev in (NVIDIA_DEVICE_ALLOW if nvidia else ()) + (AMD_DEVICE_ALLOW if amd else ()):
-            b.add(S, "DeviceAllow", dev, h, "GPU access")
-    else:
-        b.add(S, "PrivateDevices", "yes", h, "no GPU: no hardware devices at all")
-        b.add(S, "DevicePolicy", "closed", h, "only pseudo devices")
-    if amd:
-        b.add(
-            S,
-            "PrivateUsers",
-            None,
-            h,
-            "weaker: /dev/kfd is reached through the render group, lost in a user namespace",
+        add(
+            [
+                (
+                    "PrivateDevices",
+                    None,
+                    "weaker: GPUs need their device nodes; DevicePolicy=closed lists them",
+                ),
+                (
+                    "DevicePolicy",
+                    "closed",
+                    "only the GPU nodes below and /dev/null-style pseudo devices",
+                ),
+                ("DeviceAllow", "", "reset: only the list below applies"),
+                *[("DeviceAllow", dev, "GPU access") for dev in devices],
+            ]
         )
     else:
-        b.add(S, "PrivateUsers", "yes", h, "other users' files and IDs are invisible")
-    b.add(S, "PrivateMounts", "yes", h, "no mount changes leak in or out")
-    b.add(S, "PrivateIPC", "yes", h, "own SysV IPC and POSIX queues")
-    b.add(S, "ProtectKernelTunables", "yes", h, "/proc/sys and /sys read-only")
-    b.add(
-        S, "ProtectKernelModules", "yes", h, "no module loading (modules-load.d loads nvidia first)"
-    )
-    b.add(S, "ProtectKernelLogs", "yes", h, "no kernel log ring buffer")
-    b.add(S, "ProtectControlGroups", "yes", h, "cgroup tree read-only")
-    b.add(S, "ProtectClock", "yes", h, "no clock changes")
-    b.add(S, "ProtectHostname", "yes", h, "no hostname changes")
-    b.add(S, "ProtectProc", "invisible", h, "other processes hidden in /proc")
-    b.add(
-        S,
-        "ProcSubset",
-        "all",
-        h,
-        "weaker than pid on purpose: Ollama reads /proc/meminfo to size models",
-    )
-    b.add(S, "RestrictAddressFamilies", "", h, "reset: only the list below applies")
-    b.add(
-        S,
-        "RestrictAddressFamilies",
-        "AF_INET AF_INET6 AF_UNIX",
-        h,
-        "weaker on purpose: IP to serve the API, AF_UNIX for runtimes' socketpairs; no netlink, packet or others",
-    )
-    b.add(S, "RestrictNamespaces", "yes", h, "no new namespaces")
-    b.add(S, "RestrictRealtime", "yes", h, "no realtime scheduling")
-    b.add(S, "RestrictSUIDSGID", "yes", h, "no setuid/setgid files")
-    b.add(S, "RemoveIPC", "yes", h, "IPC objects removed when the service stops")
-    b.add(S, "LockPersonality", "yes", h, "no ABI personality changes")
-    if nvidia or amd:
-        b.add(
-            S,
-            "MemoryDenyWriteExecute",
-            None,
-            h,
-            "weaker: GPU runtimes (CUDA, ROCm) map writable+executable code",
+        add(
+            [
+                ("PrivateDevices", "yes", "no GPU: no hardware devices at all"),
+                ("DevicePolicy", "closed", "only pseudo devices"),
+            ]
         )
-    else:
-        b.add(
-            S,
-            "MemoryDenyWriteExecute",
-            "yes",
-            h,
-            "no writable+executable memory (CPU inference needs none)",
-        )
-    b.add(S, "SystemCallArchitectures", "native", h, "no foreign ABIs")
-    b.add(S, "SystemCallFilter", "", h, "reset: only the lists below apply")
-    b.add(
-        S,
-        "SystemCallFilter",
-        "@system-service",
-        h,
-        "service syscalls, @resources kept on purpose: ggml pins threads and binds NUMA memory",
+    add(
+        [
+            (
+                "PrivateUsers",
+                None,
+                "weaker: /dev/kfd is reached through the render group, lost in a user namespace",
+            )
+            if facts.amd_gpus
+            else ("PrivateUsers", "yes", "other users' files and IDs are invisible"),
+            *_KERNEL_AND_PROC,
+            (
+                "MemoryDenyWriteExecute",
+                None,
+                "weaker: GPU runtimes (CUDA, ROCm) map writable+executable code",
+            )
+            if gpu
+            else (
+                "MemoryDenyWriteExecute",
+                "yes",
+                "no writable+executable memory (CPU inference needs none)",
+            ),
+            *_SYSCALLS_AND_IDENTITY,
+            *[
+                (
+                    "IPAddressAllow",
+                    net,
+                    "allowed clients" if net != "localhost" else "loopback clients",
+                )
+                for net in networks
+            ],
+        ]
     )
-    b.add(
-        S, "SystemCallFilter", "~@privileged", h, "no mount, reboot, swap, module or clock syscalls"
-    )
-    b.add(
-        S,
-        "SystemCallErrorNumber",
-        "EPERM",
-        h,
-        "a denied syscall fails with EPERM instead of killing Ollama",
-    )
-    b.add(S, "CapabilityBoundingSet", "", h, "no capabilities at all")
-    b.add(S, "AmbientCapabilities", "", h, "no ambient capabilities")
-    b.add(S, "KeyringMode", "private", h, "own kernel keyring")
-    b.add(S, "UMask", "0077", h, "files Ollama creates are private to its user")
-    b.add(
-        S,
-        "PrivateNetwork",
-        None,
-        h,
-        "weaker: a network server needs the host's network; IPAddressAllow limits it",
-    )
-    b.add(S, "IPAddressDeny", "any", h, "default deny, in and out")
-    for net in networks:
-        b.add(
-            S,
-            "IPAddressAllow",
-            net,
-            h,
-            "allowed clients" if net != "localhost" else "loopback clients",
-        )
 
 
 def _restart(b: _Builder, cfg: DeploymentConfig) -> None:
