@@ -48,17 +48,27 @@ def test_no_install_section_in_dropin_but_in_base_unit() -> None:
 _text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 
 
+def _rendered_or_refused(
+    data: dict[str, object],
+) -> tuple[config.DeploymentConfig, plan.Deployment, str] | None:
+    """Plan and render cpu-small with ``data`` as the config; None if refused in one line."""
+    try:
+        cfg = config.from_dict(data, "cfg")
+        d = plan.build(host("cpu-small"), cfg)
+        return cfg, d, render.render(d)[d.dropin_path]
+    except (ConfigError, OpsError) as exc:
+        assert "\n" not in str(exc)
+        return None
+
+
 @settings(max_examples=300, deadline=None)
 @given(value=_text)
 def test_environment_values_never_escape_their_line(value: str) -> None:
     """Any value either is refused with a clear error or comes back exactly, on one line."""
-    try:
-        cfg = config.from_dict({"environment": {"OLLAMA_KEEP_ALIVE": value}}, "cfg")
-        d = plan.build(host("cpu-small"), cfg)
-        text = render.render(d)[d.dropin_path]
-    except (ConfigError, OpsError) as exc:
-        assert "\n" not in str(exc)
+    done = _rendered_or_refused({"environment": {"OLLAMA_KEEP_ALIVE": value}})
+    if done is None:
         return
+    _, d, text = done
     parsed = unit.parse(text)
     env_lines = parsed.get("Service", "Environment")
     assert len(env_lines) == len(
@@ -72,13 +82,10 @@ def test_environment_values_never_escape_their_line(value: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(path=_text)
 def test_paths_never_escape_their_line(path: str) -> None:
-    try:
-        cfg = config.from_dict({"service": {"models_dir": path}}, "cfg")
-        d = plan.build(host("cpu-small"), cfg)
-        text = render.render(d)[d.dropin_path]
-    except (ConfigError, OpsError) as exc:
-        assert "\n" not in str(exc)
+    done = _rendered_or_refused({"service": {"models_dir": path}})
+    if done is None:
         return
+    cfg, _, text = done
     parsed = unit.parse(text)
     assert cfg.service.models_dir is not None
     assert cfg.service.models_dir in parsed.get(
