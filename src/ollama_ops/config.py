@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ollama_ops.errors import ConfigError
+from ollama_ops.unit import is_plain_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +31,6 @@ DEFAULT_BIND = "127.0.0.1:11434"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 
 
 def parse_size(value: object, where: str) -> int:
@@ -140,7 +140,7 @@ def _str(value: object, where: str) -> str:
 
 def _path(value: object, where: str) -> str:
     text = _str(value, where)
-    if not _SAFE_PATH_RE.match(text) or "/../" in f"{text}/" or "//" in text:
+    if not is_plain_path(text):
         raise ConfigError(
             f"{where} = {text!r} must be an absolute path of letters, digits and ._/@+- "
             "(no spaces, '%', '..' or quotes)"

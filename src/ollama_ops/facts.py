@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 from ollama_ops.errors import FactsError
+from ollama_ops.unit import is_plain_path
 
 
 class GpuVendor(str, Enum):
@@ -162,14 +163,13 @@ def _opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
 
 # These values end up in unit files (ExecStart=, User=, ReadWritePaths=), where a
 # space splits a path in two: only plain names and paths are accepted.
-_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 
 
 def _check_install(ollama: OllamaInstall) -> None:
     for key in ("binary", "home", "unit_path"):
         value = getattr(ollama, key)
-        if value is not None and (not _PATH_RE.match(value) or "/../" in f"{value}/"):
+        if value is not None and not is_plain_path(value):
             raise FactsError(
                 f"facts: ollama.{key} = {value!r} must be an absolute path of letters, digits "
                 "and ._/@+- (no spaces, quotes, '%' or '..')"

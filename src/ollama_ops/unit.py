@@ -230,6 +230,15 @@ def render(sections: Sequence[Section], header: Sequence[str] = ()) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
+_PLAIN_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+
+
+def is_plain_path(text: str) -> bool:
+    """An absolute path that stands as one word in any directive: no spaces,
+    quotes, '%' specifiers, control characters, '..' or '//'."""
+    return bool(_PLAIN_PATH_RE.match(text)) and "/../" not in f"{text}/" and "//" not in text
+
+
 def escape_specifiers(value: str) -> str:
     """Double every ``%`` so systemd expands no specifier in ``value``."""
     return value.replace("%", "%%")
