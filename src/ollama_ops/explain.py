@@ -5,7 +5,7 @@ from __future__ import annotations
 from ollama_ops.apply import Change
 from ollama_ops.config import format_size
 from ollama_ops.facts import HostFacts
-from ollama_ops.plan import Deployment, Section, Source
+from ollama_ops.plan import Deployment, Section
 
 
 def host_summary(facts: HostFacts) -> str:
@@ -36,10 +36,7 @@ def worksheet(deployment: Deployment) -> str:
         shown = f"{s.key}={s.value}" if s.value is not None else f"{s.key} (not written)"
         if s.value == "":
             shown = f"{s.key}= (reset)"
-        source = {Source.RULE: "rule", Source.CONFIG: "config", Source.HARDENING: "hardening"}[
-            s.source
-        ]
-        rows.append((f"[{where}] {shown}", source, s.reason))
+        rows.append((f"[{where}] {shown}", s.source.value, s.reason))
     width = min(60, max(len(r[0]) for r in rows))
     lines = [f"  {left:<{width}}  {source:<9}  {reason}" for left, source, reason in rows]
     return "\n".join(lines)
