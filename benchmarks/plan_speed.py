@@ -17,7 +17,10 @@ import time
 import timeit
 from pathlib import Path
 
-from ollama_ops import config, plan, probe, render
+from ollama_ops.host import probe
+from ollama_ops.model import config
+from ollama_ops.plan import compose as plan
+from ollama_ops.render import systemd as render
 
 BUDGET_S = 1.0
 

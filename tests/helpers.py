@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ollama_ops import facts
+from ollama_ops.model import facts
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTS = sorted((FIXTURES / "hosts").glob("*.json"))

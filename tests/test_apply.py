@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import api, apply, config, plan, render
+from ollama_ops.apply import transaction as apply
 from ollama_ops.errors import ApplyError, CommandError, OpsError, RollbackError
+from ollama_ops.host import ollama_api as api
+from ollama_ops.model import config
+from ollama_ops.plan import compose as plan
+from ollama_ops.render import systemd as render
 from tests.helpers import INSTALLER_UNIT, FakeSystemctl, host
 
 

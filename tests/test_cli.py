@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import cli
+from ollama_ops.cli import main as cli
 from tests.helpers import FIXTURES
 
 
@@ -135,7 +135,7 @@ def test_rollback_without_generation(root: Path) -> None:
 def test_live_apply_without_systemctl_fails_before_writing(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ollama_ops import apply
+    from ollama_ops.apply import transaction as apply
 
     monkeypatch.setattr(apply, "is_live", lambda r: True)
     monkeypatch.setenv("PATH", str(root))
@@ -188,7 +188,7 @@ def test_simulate_serves_the_api(tmp_path: Path) -> None:
     import sys
     import time
 
-    from ollama_ops import api
+    from ollama_ops.host import ollama_api as api
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import config
 from ollama_ops.errors import ConfigError
+from ollama_ops.model import config
 
 
 def test_empty_config_is_all_rules() -> None:

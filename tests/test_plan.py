@@ -4,9 +4,10 @@ import dataclasses
 
 import pytest
 
-from ollama_ops import config, plan
 from ollama_ops.errors import PlanError
-from ollama_ops.facts import HostFacts, NumaNode, OllamaInstall
+from ollama_ops.model import config
+from ollama_ops.model.facts import HostFacts, NumaNode, OllamaInstall
+from ollama_ops.plan import compose as plan
 from tests.helpers import host
 
 GiB = 1024**3

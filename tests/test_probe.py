@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from ollama_ops import facts, probe, proc
 from ollama_ops.errors import CommandError, FactsError
-from ollama_ops.facts import Gpu, GpuVendor, HostFacts, NumaNode
+from ollama_ops.host import probe, proc
+from ollama_ops.model import facts
+from ollama_ops.model.facts import Gpu, GpuVendor, HostFacts, NumaNode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hosts"
 GIB = 1024**3

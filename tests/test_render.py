@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ollama_ops import config, plan, render, unit
 from ollama_ops.errors import ConfigError, OpsError
+from ollama_ops.model import config
+from ollama_ops.plan import compose as plan
+from ollama_ops.render import systemd as render
+from ollama_ops.unitfile import syntax as unit
 from tests.helpers import HOSTS, host
 
 

@@ -968,7 +968,7 @@ _OLLAMA_OPS_LAUNCHER = f"""\
 #!/usr/bin/python3 -I
 import sys
 sys.path.insert(0, {LIB_DIR!r})
-from ollama_ops.cli import main
+from ollama_ops.cli.main import main
 sys.exit(main())
 """
 

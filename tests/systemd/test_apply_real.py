@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import apply as apply_mod
-from ollama_ops import cli, config, plan, probe
-from ollama_ops import facts as facts_mod
-from ollama_ops.facts import OllamaInstall
+from ollama_ops.apply import transaction as apply_mod
+from ollama_ops.cli import main as cli
+from ollama_ops.host import probe
+from ollama_ops.model import config
+from ollama_ops.model import facts as facts_mod
+from ollama_ops.model.facts import OllamaInstall
+from ollama_ops.plan import compose as plan
 
 from .conftest import BootFactory
 from .nspawn import (

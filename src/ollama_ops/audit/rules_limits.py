@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from ollama_ops import unit
 from ollama_ops.audit.context import Ctx, Var, finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.audit.values import Size, parse_memory
-from ollama_ops.config import format_size
 from ollama_ops.errors import FactsError
-from ollama_ops.facts import HostFacts, format_cpu_list, parse_cpu_list
+from ollama_ops.model.config import format_size
+from ollama_ops.model.facts import HostFacts, format_cpu_list, parse_cpu_list
+from ollama_ops.unitfile import syntax as unit
 
 GiB = 1024**3
 

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 from ollama_ops.errors import FactsError
-from ollama_ops.unit import is_plain_path
+from ollama_ops.unitfile.syntax import is_plain_path
 
 
 class GpuVendor(str, Enum):

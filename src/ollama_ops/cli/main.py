@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TextIO
 
 from ollama_ops import __version__
-from ollama_ops import apply as apply_mod
-from ollama_ops import config as config_mod
-from ollama_ops import facts as facts_mod
-from ollama_ops import plan as plan_mod
-from ollama_ops import render as render_mod
+from ollama_ops.apply import transaction as apply_mod
 from ollama_ops.errors import OpsError
+from ollama_ops.model import config as config_mod
+from ollama_ops.model import facts as facts_mod
+from ollama_ops.plan import compose as plan_mod
+from ollama_ops.render import systemd as render_mod
 
 
 class Exit(IntEnum):
@@ -52,7 +52,7 @@ def _facts(args: argparse.Namespace, root: Path) -> facts_mod.HostFacts:
                 f"--facts {args.facts!r} cannot be read ({why}); pass a file from `ollama-ops facts --json`"
             ) from exc
         return facts_mod.loads(text, args.facts)
-    from ollama_ops import probe
+    from ollama_ops.host import probe
 
     return probe.probe_host(root)
 
@@ -87,7 +87,8 @@ def _prepare(
 
 
 def cmd_facts(args: argparse.Namespace, env: Env) -> int:
-    from ollama_ops import explain, probe
+    from ollama_ops.host import probe
+    from ollama_ops.plan import explain
 
     host = probe.probe_host(Path(args.root))
     env.stdout.write(facts_mod.dumps(host) if args.json else explain.host_summary(host) + "\n")
@@ -95,7 +96,7 @@ def cmd_facts(args: argparse.Namespace, env: Env) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, env: Env) -> int:
-    from ollama_ops import explain
+    from ollama_ops.plan import explain
 
     root, host, deployment, files = _prepare(args)
     pending = apply_mod.changes(root, files)

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ollama_ops import api, unit
 from ollama_ops.errors import ApplyError, CommandError, FactsError, OpsError, RollbackError
-from ollama_ops.facts import parse_cpu_list
-from ollama_ops.plan import Deployment
-from ollama_ops.systemd import Systemctl, SystemManager, require
+from ollama_ops.host import ollama_api as api
+from ollama_ops.host.systemd import Systemctl, SystemManager, require
+from ollama_ops.model.facts import parse_cpu_list
+from ollama_ops.plan.compose import Deployment
+from ollama_ops.unitfile import effective as effective_mod
 
 STATE_DIR = "/var/lib/ollama-ops"
 OWNABLE_PREFIXES = ("/etc/systemd/system/", "/etc/modules-load.d/")
@@ -130,7 +131,7 @@ def packaged_unit(root: Path, unit_name: str, reported: str | None) -> str | Non
     not count: it is ours to keep writing, not a packaged unit to leave alone.
     """
     try:
-        found = unit.load_effective(root, unit_name).fragment
+        found = effective_mod.load_effective(root, unit_name).fragment
     except OpsError:
         found = None
     path = found or reported
@@ -356,7 +357,7 @@ def _ours(root: Path, deployment: Deployment, keys: list[str]) -> list[str]:
     its values are not a failed apply.
     """
     try:
-        effective = unit.load_effective(root, deployment.unit_name)
+        effective = effective_mod.load_effective(root, deployment.unit_name)
     except OpsError:
         return keys
     kept = []

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from ollama_ops import directives
-from ollama_ops.config import DeploymentConfig, format_size, is_loopback, validate_bind
 from ollama_ops.errors import PlanError
-from ollama_ops.facts import HostFacts, format_cpu_list, parse_cpu_list
+from ollama_ops.model.config import DeploymentConfig, format_size, is_loopback, validate_bind
+from ollama_ops.model.facts import HostFacts, format_cpu_list, parse_cpu_list
+from ollama_ops.unitfile import directives
 
 GiB = 1024**3
 MiB = 1024**2

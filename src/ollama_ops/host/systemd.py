@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ollama_ops import proc
 from ollama_ops.errors import CommandError
+from ollama_ops.host import proc
 
 
 def require(program: str) -> None:

@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ollama_ops import proc
 from ollama_ops.errors import CommandError, FactsError
-from ollama_ops.facts import (
+from ollama_ops.host import proc
+from ollama_ops.model.facts import (
     Gpu,
     GpuVendor,
     HostFacts,

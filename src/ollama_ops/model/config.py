@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ollama_ops.errors import ConfigError
-from ollama_ops.unit import is_plain_path
+from ollama_ops.unitfile.syntax import is_plain_path
 
 if sys.version_info >= (3, 11):
     import tomllib
