@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ollama_ops.plan.compose import MODULES_LOAD_PATH, Deployment, Section
+from ollama_ops.model.deployment import MODULES_LOAD_PATH, Deployment, Section
 from ollama_ops.unitfile import syntax as unit
 
 HEADER = (

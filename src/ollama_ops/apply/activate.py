@@ -1,0 +1,122 @@
+"""After the files are written: reload, restart, and prove the service took them.
+
+Activation reads ``systemctl show`` for the keys our drop-in still decides
+and waits for the API, all through the injected runtime (systemctl, the
+Ollama client, the clock), so tests run it without systemd or time passing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ollama_ops.errors import CommandError, FactsError, OpsError
+from ollama_ops.host.systemd import SystemManager
+from ollama_ops.model.deployment import Deployment
+from ollama_ops.model.facts import parse_cpu_list
+from ollama_ops.runtime import Runtime
+from ollama_ops.unitfile import effective
+
+WAIT_PROPS = ("ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus")
+
+
+def expected_properties(deployment: Deployment) -> dict[str, str]:
+    """The `systemctl show` values that prove systemd read the planned limits."""
+    expected: dict[str, str] = {}
+    for key in ("MemoryMax", "MemoryHigh"):
+        value = deployment.value(key)
+        if value is not None:
+            expected[key] = str(int(value[:-1]) * 1024**2) if value.endswith("M") else value
+    for key in (
+        "CPUWeight",
+        "AllowedCPUs",
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+    ):
+        value = deployment.value(key)
+        if value is not None:
+            expected[key] = value
+    return expected
+
+
+def _wait_healthy(
+    rt: Runtime, systemctl: SystemManager, deployment: Deployment, timeout: float
+) -> str | None:
+    """None when the unit is running and the API answers; otherwise why not."""
+    unit = deployment.unit_name
+    first = systemctl.show(unit, WAIT_PROPS)
+    restarts = first.get("NRestarts", "0")
+    deadline = rt.clock() + timeout
+    while True:
+        props = systemctl.show(unit, WAIT_PROPS)
+        state, sub = props.get("ActiveState", ""), props.get("SubState", "")
+        if state == "failed" or sub == "auto-restart" or props.get("NRestarts", "0") != restarts:
+            return f"{unit} failed to stay up ({state}/{sub}, result {props.get('Result', '?')}, exit status {props.get('ExecMainStatus', '?')})"
+        if state == "active" and rt.ollama.is_up(deployment.api_url, timeout=2.0):
+            return None
+        if rt.clock() >= deadline:
+            return f"{unit} is {state}/{sub} but {deployment.api_url} did not answer within {timeout:g}s"
+        rt.sleep(0.5)
+
+
+def _same(key: str, shown: str | None, planned: str) -> bool:
+    if shown is None:
+        return False
+    if key == "AllowedCPUs":
+        # systemctl show prints CPU sets as space-separated ranges ("0-31 64-95").
+        try:
+            return parse_cpu_list(shown.replace(" ", ",")) == parse_cpu_list(planned)
+        except FactsError:
+            return False
+    return shown == planned
+
+
+def _ours(root: Path, deployment: Deployment, keys: list[str]) -> list[str]:
+    """The keys whose effective value is the one in our drop-in.
+
+    A later drop-in (the operator's override.conf) wins over ours by design;
+    its values are not a failed apply.
+    """
+    try:
+        assembled = effective.load_effective(root, deployment.unit_name)
+    except OpsError:
+        return keys
+    kept = []
+    for key in keys:
+        last = assembled.last("Service", key)
+        if last is None or last.path == deployment.dropin_path:
+            kept.append(key)
+    return kept
+
+
+def _check_properties(systemctl: SystemManager, deployment: Deployment, root: Path) -> str | None:
+    planned = expected_properties(deployment)
+    expected = {k: planned[k] for k in _ours(root, deployment, list(planned))}
+    if not expected:
+        return None
+    actual = systemctl.show(deployment.unit_name, list(expected))
+    wrong = [
+        f"{k}={actual.get(k)!r} (planned {v!r})"
+        for k, v in expected.items()
+        if not _same(k, actual.get(k), v)
+    ]
+    return "systemd reports " + ", ".join(wrong) if wrong else None
+
+
+def activate(
+    rt: Runtime, systemctl: SystemManager, deployment: Deployment, *, enable: bool, timeout: float
+) -> str | None:
+    """Reload, (enable,) restart, verify; None when the service runs the plan, else why not."""
+    systemctl.daemon_reload()
+    if enable:
+        systemctl.enable(deployment.unit_name)
+    systemctl.reset_failed(deployment.unit_name)
+    try:
+        systemctl.restart(deployment.unit_name)
+    except CommandError as exc:
+        return str(exc)
+    problem = _check_properties(systemctl, deployment, rt.root)
+    if problem:
+        return problem
+    return _wait_healthy(rt, systemctl, deployment, timeout)
