@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ollama_ops.apply import store
+from ollama_ops.apply import instances, store
 from ollama_ops.apply.activate import activate
 from ollama_ops.apply.diff import Change, diff, read_installed
 from ollama_ops.apply.fileio import check_root, host_path
@@ -28,9 +28,10 @@ from ollama_ops.errors import (
     OpsError,
     StateError,
 )
+from ollama_ops.host import proc
 from ollama_ops.host.systemd import SystemManager
 from ollama_ops.model.deployment import Deployment
-from ollama_ops.runtime import Runtime
+from ollama_ops.runtime import Runner, Runtime
 from ollama_ops.unitfile import effective
 
 
@@ -84,6 +85,8 @@ def preflight(deployment: Deployment, root: Path) -> None:
                 f"ReadWritePaths={setting.value} ({setting.reason}) does not exist under "
                 f"{root}; create it, owned by the service user, before applying"
             )
+    if deployment.instances is not None:
+        instances.preflight(deployment, root)  # their write paths; nginx -t on the front door
 
 
 @contextlib.contextmanager
@@ -175,7 +178,9 @@ def _apply_locked(
             tuple(pending), number, False, f"wrote {len(pending)} file(s) as generation {number}"
         )
     try:
-        problem = activate(rt, systemctl, deployment, enable=enable, timeout=timeout)
+        problem = activate(
+            rt, systemctl, deployment, enable=enable, timeout=timeout, changes=pending
+        )
     except OpsError as exc:  # systemctl itself failed or timed out: still roll back
         problem = str(exc)
     if problem is None:
@@ -188,12 +193,15 @@ def _apply_locked(
     tail: list[str] = []
     with contextlib.suppress(OpsError):
         tail = systemctl.journal_tail(deployment.unit_name, 3)
-    _rollback_live(root, number, systemctl, deployment.unit_name)
+    _rollback_live(root, number, systemctl, deployment.unit_name, rt.run)
     detail = f" (journal: {' | '.join(tail)})" if tail else ""
     raise ApplyError(f"{problem}{detail}; the previous configuration was restored")
 
 
-def _rollback_live(root: Path, number: int, systemctl: SystemManager, unit: str) -> None:
+def _rollback_live(
+    root: Path, number: int, systemctl: SystemManager, unit: str, run: Runner = proc.run
+) -> None:
+    restored = store.manifest(root, number)["files"]
     created = store.manifest(root, number).get("enabled_unit")
     if isinstance(created, str):
         # This generation wrote the whole unit: stop and disable it while its file still exists.
@@ -206,6 +214,7 @@ def _rollback_live(root: Path, number: int, systemctl: SystemManager, unit: str)
         # The old configuration may not start either; its files are back regardless.
         with contextlib.suppress(CommandError):
             systemctl.restart(unit)
+    instances.after_restore(root, systemctl, restored, run)  # instances and nginx follow
 
 
 def rollback(rt: Runtime, unit: str, *, restart: bool = True) -> int | None:
@@ -218,7 +227,7 @@ def rollback(rt: Runtime, unit: str, *, restart: bool = True) -> int | None:
         if not numbers:
             return None
         if systemctl is not None:
-            _rollback_live(root, numbers[-1], systemctl, unit)
+            _rollback_live(root, numbers[-1], systemctl, unit, rt.run)
         else:
             store.restore(root, numbers[-1])
     return numbers[-1]

@@ -15,10 +15,13 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_ops.errors import ConfigError
 from ollama_ops.unitfile.syntax import is_plain_path
+
+if TYPE_CHECKING:
+    from ollama_ops.model.instances import FrontDoorConfig, InstanceConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,6 +96,8 @@ class DeploymentConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     environment: Mapping[str, str] = field(default_factory=dict)
     hardening: HardeningConfig = field(default_factory=HardeningConfig)
+    instances: tuple[InstanceConfig, ...] = ()  # [instances.NAME] (model/instances.py)
+    frontdoor: FrontDoorConfig | None = None  # [frontdoor] (model/instances.py)
     source: str | None = None  # where it was read from, for messages
     # Dotted names of the keys the operator set, so `plan` can say "from the file".
     set_keys: frozenset[str] = frozenset()
@@ -114,6 +119,8 @@ _SCHEMA: dict[str, frozenset[str]] = {
     ),
     "environment": frozenset(),  # free-form variable names, validated separately
     "hardening": frozenset({"relax", "read_write_paths"}),
+    "instances": frozenset(),  # [instances.NAME], validated by model/instances.py
+    "frontdoor": frozenset(),  # validated by model/instances.py
 }
 
 
@@ -343,6 +350,8 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
             _str_list(hard.get("read_write_paths", []), w("hardening.read_write_paths"))
         )
     )
+    from ollama_ops.model import instances
+
     cfg = DeploymentConfig(
         service=ServiceConfig(
             unit=unit, bind=bind, allowed_networks=networks, models_dir=models_dir, binary=binary
@@ -350,6 +359,10 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
         limits=limits,
         environment=env,
         hardening=HardeningConfig(relax=relax, read_write_paths=rw_paths),
+        instances=instances.parse_instances(tables["instances"], src, unit),
+        frontdoor=instances.parse_frontdoor(data["frontdoor"], src)
+        if "frontdoor" in data
+        else None,
         source=src,
         set_keys=frozenset(set_keys),
     )

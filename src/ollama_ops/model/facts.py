@@ -39,6 +39,7 @@ class Gpu:
     power_limit_max_w: float | None = None
     clock_max_mhz: int | None = None
     pci_bus_id: str = ""
+    uuid: str | None = None  # e.g. "GPU-5c3f..." (NVML / nvidia-smi); stable across re-indexing
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def to_json_dict(facts: HostFacts) -> dict[str, Any]:
     data = asdict(facts)
     for gpu in data["gpus"]:
         gpu["vendor"] = GpuVendor(gpu["vendor"]).value
+        if gpu["uuid"] is None:  # optional: facts files from before it stay the same
+            del gpu["uuid"]
     return data
 
 
@@ -164,6 +167,13 @@ def _opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
 # These values end up in unit files (ExecStart=, User=, ReadWritePaths=), where a
 # space splits a path in two: only plain names and paths are accepted.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+
+
+def _uuid(raw: Mapping[str, Any], where: str) -> str | None:
+    value = _opt(raw, "uuid", str, where)
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,99}", value):
+        raise FactsError(f"facts: {where}uuid = {value!r} is not a GPU UUID such as GPU-5c3f...")
+    return value or None
 
 
 def _check_install(ollama: OllamaInstall) -> None:
@@ -227,6 +237,7 @@ def from_json_dict(data: Any) -> HostFacts:
                 power_limit_max_w=_opt(raw, "power_limit_max_w", (int, float), where),
                 clock_max_mhz=_opt(raw, "clock_max_mhz", int, where),
                 pci_bus_id=str(raw.get("pci_bus_id") or ""),
+                uuid=_uuid(raw, where),
             )
         )
     ollama_raw = data.get("ollama") or {}

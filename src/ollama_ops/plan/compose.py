@@ -14,7 +14,7 @@ from ollama_ops.errors import PlanError
 from ollama_ops.model.config import DeploymentConfig, is_loopback, validate_bind
 from ollama_ops.model.deployment import Deployment, Section, Source
 from ollama_ops.model.facts import HostFacts
-from ollama_ops.plan import hardening, sizing
+from ollama_ops.plan import hardening, instances, sizing
 from ollama_ops.plan.builder import Builder
 from ollama_ops.unitfile import directives
 
@@ -92,7 +92,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             "GPU driver loaded first: NoNewPrivileges stops nvidia-modprobe from loading nvidia_uvm later",
         )
     hardening.restart(b, cfg)
-    sizing.memory(b, facts, cfg)
+    sizing.memory(b, facts, instances.main_share(cfg, facts))  # a share beside instances
     sizing.cpu(b, facts, cfg)
     if dynamic or homeless:
         b.add(
@@ -154,7 +154,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             "IPAddressDeny=any also blocks `ollama pull` (the server downloads): pull through a proxy "
             "in allowed_networks, or copy models in"
         )
-    return Deployment(
+    main = Deployment(
         unit_name=svc.unit,
         systemd_version=facts.systemd_version,
         settings=tuple(b.settings),
@@ -165,3 +165,4 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         bind_port=port,
         notes=tuple(notes),
     )
+    return instances.attach(facts, cfg, main)  # ollama@.service and its instances, if any
