@@ -27,6 +27,7 @@ from pathlib import Path
 from ollama_ops.audit import (
     rules_devices,
     rules_env,
+    rules_instances,
     rules_keys,
     rules_limits,
     rules_network,
@@ -83,6 +84,7 @@ _RULES: tuple[Callable[[Ctx], Iterator[Finding]], ...] = (
     rules_network.rule_network,
     rules_network.rule_address_families,
     rules_restart.rule_restart,
+    rules_instances.rule_instance,  # quiet unless the unit is an instance (ollama@NAME)
 )
 
 
