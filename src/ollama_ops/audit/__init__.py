@@ -119,7 +119,8 @@ def audit(
     with_exposure: bool = True,
 ) -> Report:
     """Load ``unit_name`` under ``root``, run every rule and the exposure score."""
-    effective = effective_mod.load_effective(root, unit_name)
+    # An instance's %i, %n ... as systemd fills them in (ollama@gpu0: EnvironmentFile=/etc/ollama/%i.conf).
+    effective = rules_instances.expand_instance(effective_mod.load_effective(root, unit_name))
     if effective.fragment is None:
         raise OpsError(f"{unit_name} not found under {root}; install ollama or pass --root")
     version = systemd_version

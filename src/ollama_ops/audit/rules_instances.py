@@ -31,6 +31,43 @@ from ollama_ops.unitfile import effective as effective_mod
 _FRONTEND_NODE = "/dev/nvidia0"  # any numbered node: granted by a class, every GPU is
 
 
+_SPECIFIER = re.compile(r"%(.)")
+
+
+def _unescape(text: str) -> str:
+    """systemd's unit_name_unescape for %I: '-' is '/', \\xNN a byte."""
+    return re.sub(
+        r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text.replace("-", "/")
+    )
+
+
+def expand_instance(unit: effective_mod.EffectiveUnit) -> effective_mod.EffectiveUnit:
+    """An instance's assignments with the instance specifiers (%i %I %n %N %p %P) filled in.
+
+    ``%%`` and every other specifier stay as written (the rules expand ``%%`` where
+    systemd does); a unit that is not an instance is returned as it is.
+    """
+    prefix, at, rest = unit.name.partition("@")
+    if not at or rest.startswith("."):
+        return unit
+    instance = rest.rsplit(".", 1)[0]
+    table = {
+        "i": instance,
+        "I": _unescape(instance),
+        "n": unit.name,
+        "N": unit.name.rsplit(".", 1)[0],
+        "p": prefix,
+        "P": _unescape(prefix),
+        "%": "%%",
+    }
+
+    def fill(value: str) -> str:
+        return _SPECIFIER.sub(lambda m: table.get(m.group(1), m.group(0)), value)
+
+    assignments = tuple(dataclasses.replace(a, value=fill(a.value)) for a in unit.assignments)
+    return dataclasses.replace(unit, assignments=assignments)
+
+
 def _is_instance(ctx: Ctx) -> bool:
     return "@" in ctx.u.name and not ctx.u.name.split("@", 1)[1].startswith(".")
 
@@ -335,7 +372,7 @@ def fleet_reports(
         return []
     units = []
     for report in [main, *reports]:
-        loaded = effective_mod.load_effective(root, report.unit)
+        loaded = expand_instance(effective_mod.load_effective(root, report.unit))
         units.append(Unit(report.unit, Ctx(loaded, facts, version, read_root_files(root, loaded))))
     extra = check_fleet(units, facts)
     return [

@@ -28,6 +28,16 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _complaint(text: str, prefix: Path | None = None) -> str:
+    """nginx's own reason: the first [emerg]/[crit] line, else its last line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    found = next((x for x in lines if "[emerg]" in x or "[crit]" in x), None) or _last_line(text)
+    found = found.split("] ", 1)[1] if found.startswith("nginx: [") else found
+    if prefix is not None:
+        found = found.replace(f"{prefix}/frontdoor.conf", "front door").replace(str(prefix), "")
+    return found
+
+
 def version(run: Runner = proc.run) -> str:
     """``nginx -v`` ("nginx/1.22.1"); CommandError with the fix when nginx is missing."""
     try:
@@ -66,10 +76,8 @@ def check_candidate(text: str, run: Runner = proc.run) -> None:
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
     if done.returncode != 0:
-        why = _last_line(done.stderr + done.stdout).replace(str(candidate), "the front door")
-        raise PlanError(
-            f"nginx -t rejects the front door ({why}); fix [frontdoor], nothing was written"
-        )
+        why = _complaint(done.stderr + done.stdout, prefix)
+        raise PlanError(f"nginx -t rejects the front door: {why}; fix [frontdoor], nothing written")
 
 
 def check_live(run: Runner = proc.run) -> str | None:
@@ -77,7 +85,7 @@ def check_live(run: Runner = proc.run) -> str | None:
     done = run(["nginx", "-t", "-q"], check=False, timeout=60)
     if done.returncode == 0:
         return None
-    return f"nginx -t fails with the new front door: {_last_line(done.stderr + done.stdout)}"
+    return f"nginx -t fails with the new front door: {_complaint(done.stderr + done.stdout)}"
 
 
 def reload(run: Runner = proc.run) -> str | None:

@@ -127,7 +127,7 @@ def wrapper(include: str, prefix: str, temp_dirs: Sequence[str]) -> str:
     return "\n".join(
         [
             f"pid {prefix}/nginx.pid;",
-            "events { worker_connections 64; }",
+            "events { worker_connections 1024; }",
             "http {",
             "    access_log off;",
             *temp,
