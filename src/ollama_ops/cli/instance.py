@@ -13,10 +13,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
-
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
+from typing import TYPE_CHECKING, Any
 
 from ollama_ops.apply import transaction
 from ollama_ops.apply.fileio import atomic_write
@@ -37,6 +34,9 @@ from ollama_ops.model.instances import check_name
 from ollama_ops.plan import instance_checks
 from ollama_ops.plan.compose import build
 from ollama_ops.runtime import Runtime
+
+if TYPE_CHECKING:
+    import tomlkit
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -89,6 +89,9 @@ def config_path(args: argparse.Namespace, rt: Runtime) -> Path:
 
 
 def _read(path: Path) -> tuple[str, tomlkit.TOMLDocument]:
+    import tomlkit  # only add and remove edit TOML: every other command starts without it
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -149,6 +152,8 @@ def _free_port(doc: tomlkit.TOMLDocument) -> int:
 
 
 def _instance_table(args: argparse.Namespace, doc: tomlkit.TOMLDocument) -> Any:
+    import tomlkit
+
     table = tomlkit.table()
     table["gpus"] = _gpu_refs(args.gpus)
     table["port"] = args.port if args.port is not None else _free_port(doc)
@@ -185,6 +190,8 @@ def _instance_table(args: argparse.Namespace, doc: tomlkit.TOMLDocument) -> Any:
 
 
 def run_add(args: argparse.Namespace, env: Env) -> int:
+    import tomlkit
+
     rt = runtime(args, env)
     path = config_path(args, rt)
     check_name(args.name, "instance add")
@@ -213,6 +220,8 @@ def run_add(args: argparse.Namespace, env: Env) -> int:
 
 
 def run_remove(args: argparse.Namespace, env: Env) -> int:
+    import tomlkit
+
     rt = runtime(args, env)
     path = config_path(args, rt)
     _old, doc = _read(path)
