@@ -234,7 +234,7 @@ def _devices(b: Builder, facts: HostFacts, gpus: Sequence[Gpu]) -> None:
 
 
 def _cuda(settings: list[Setting], gpus: Sequence[Gpu]) -> list[Setting]:
-    """CUDA_VISIBLE_DEVICES by UUID where the facts have them, with the reasons to match."""
+    """CUDA_VISIBLE_DEVICES by UUID where the facts have them; the reasons to match."""
     nvidia = [g for g in gpus if g.vendor is GpuVendor.NVIDIA]
     listed = ", ".join(str(g.index) for g in nvidia)
     by_uuid = all(g.uuid for g in nvidia)
@@ -250,6 +250,8 @@ def _cuda(settings: list[Setting], gpus: Sequence[Gpu]) -> list[Setting]:
         elif s.value is not None and s.key == "CUDA_VISIBLE_DEVICES":
             why = f"GPU {listed} by index: the facts carry no UUID (rerun `ollama-ops facts`)"
             new = dataclasses.replace(s, reason=why)
+        elif s.value is not None and s.key == "ROCR_VISIBLE_DEVICES":
+            new = dataclasses.replace(s, reason="this instance's AMD GPU(s), by index")
         elif s.value is not None and s.key == "CUDA_DEVICE_ORDER":
             new = dataclasses.replace(s, reason="CUDA numbers the listed GPUs like nvidia-smi")
         out.append(new)
