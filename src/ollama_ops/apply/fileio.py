@@ -11,7 +11,7 @@ over the target, then the directory fsynced. New directories are fsynced in
 their parent.
 
 Every mutation (mkdir, create, write, chmod, chown, fsync, rename, unlink,
-rmdir) first calls the hook installed with :func:`faults`, if any. Tests use
+rmdir, fsync-dir) first calls the hook installed with :func:`faults`, if any. Tests use
 it to kill the process or raise ENOSPC at the Nth step; production code
 never installs one.
 """
@@ -169,7 +169,7 @@ class Dir:
             os.fchmod(self.fd, mode)
 
     def fsync(self) -> None:
-        _step("fsync", self.path)
+        _step("fsync-dir", self.path)
         os.fsync(self.fd)
 
     def read(self, name: str, limit: int = MAX_READ) -> FileImage | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import stat
@@ -49,6 +50,7 @@ LOCK, OWNED, JOURNAL, GENERATIONS, MANIFEST = (
     "manifest.json",
 )
 STATE_MODE = 0o700
+log = logging.getLogger(__name__)
 _NUMBER = re.compile(r"[1-9][0-9]{0,8}")
 
 
@@ -124,8 +126,15 @@ class State:
         self.dir.write(JOURNAL, dump_journal(journal), mode=0o600)
 
     def remove_journal(self) -> None:
+        """The commit. Once the unlink is done it stands, even if syncing the directory
+        fails: a power cut could bring the journal back, and undoing it again is harmless."""
         self.dir.unlink(tmp_name(JOURNAL))
-        self.dir.unlink(JOURNAL)
+        try:
+            self.dir.unlink(JOURNAL)
+        except OSError as exc:
+            if self.dir.kind(JOURNAL) is not None:
+                raise
+            log.warning("removed %s but could not sync its directory (%s)", JOURNAL, exc.strerror)
 
     # -- generations -----------------------------------------------------------------------
 

@@ -404,3 +404,12 @@ def _rollback_locked(
         except (OSError, OpsError) as exc:
             _undo(rt, state, record, systemctl, problem=_why(exc), error=RollbackError)
         _commit(rt, state, record, systemctl)
+
+
+def recover(rt: Runtime) -> Journal | None:
+    """Undo an interrupted apply or rollback under rt.root (what every apply and rollback does
+    first); the journal that was undone, or None when there was none."""
+    check_root(rt.root)
+    systemctl = rt.systemctl() if rt.live else None
+    with store.locked(rt.root, create=False) as state:
+        return None if state is None else journal.recover(rt.root, state, systemctl)
