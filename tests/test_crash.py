@@ -16,7 +16,9 @@ import dataclasses
 import errno
 import io
 import os
+import resource
 import shutil
+import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -367,3 +369,33 @@ def test_cli_apply_on_a_full_disk_says_what_happened_in_one_line(root: Path) -> 
     assert not (root / "etc/modules-load.d").exists()
     assert not (root / "etc/systemd/system/ollama.service.d").exists()
     assert list((root / "var/lib/ollama-ops/generations").iterdir()) == []
+
+
+def test_a_real_write_error_names_the_file(root: Path) -> None:
+    """Not injected: a file size limit makes write(2) fail with EFBIG, in a child process."""
+    d, files = plan_for("nvidia-1x24g")
+    before = tree(root)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+        try:
+            apply.apply(runtime(root), d, files)
+            message = "applied"
+        except ApplyError as exc:
+            message = str(exc)
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(writer, message.encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert "File too large" in message and "\n" not in message, message
+    assert str(root / "var/lib/ollama-ops") in message  # the journal, written first
+    assert "no file was changed" in message
+    assert tree(root) == before | {k: v for k, v in tree(root).items() if k.startswith("var")}
+    assert not (root / "var/lib/ollama-ops/journal.json").exists()

@@ -226,9 +226,11 @@ class Dir:
                 os.fsync(fd)
             _step("rename", self.show(name))
             os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=self.fd)
+            if isinstance(exc, OSError) and not str(exc.filename or "").startswith("/"):
+                exc.filename = self.show(name)  # name the file in the one-line error
             raise
         self.fsync()
 

@@ -130,7 +130,7 @@ def undo(
         _systemd(notes, "systemctl daemon-reload", systemctl.daemon_reload)
         if journal.op is Op.ROLLBACK and created:
             _systemd(notes, f"enabling {created}", systemctl.enable, created)
-        systemctl.reset_failed(unit)
+        _systemd(notes, f"resetting {unit}", systemctl.reset_failed, unit)
         if not (journal.op is Op.APPLY and created == unit):
             _systemd(notes, f"restarting {unit}", systemctl.restart, unit)
     state.remove_journal()
