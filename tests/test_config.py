@@ -131,3 +131,17 @@ def test_paths_that_would_open_the_system_are_refused(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.loads(text, "cfg")
     assert "\n" not in str(info.value)
+
+
+def test_readme_config_table_is_the_setting_table() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- config-keys:start -->\n")[1].split("<!-- config-keys:end -->")[0]
+    assert block == config.keys_table()
+
+
+def test_every_setting_row_parses_its_own_example() -> None:
+    for row in config.SETTINGS:
+        cfg = config.loads(f"[{row.section}]\n{row.key} = {row.example}\n", "example")
+        assert row.dotted in cfg.set_keys
+        parsed = getattr(getattr(cfg, row.section), row.key)
+        assert parsed is not None, row.dotted
