@@ -106,7 +106,7 @@ def preflight(deployment: Deployment, root: Path, run: Runner = proc.run) -> Non
     for d in plan.instances:
         paths_exist(d, root)
     door = plan.frontdoor
-    if door is None or read_bytes(host_path(root, door.path)) == render_nginx.render(door).encode():
+    if door is None or read_bytes(root, door.path) == render_nginx.render(door).encode():
         return
     prefix = "" if str(root) == "/" else str(root)
     nginx.check_candidate(render_nginx.render(door, path_prefix=prefix), run)

@@ -35,7 +35,6 @@ from ollama_ops.audit import (
     rules_restart,
     rules_service,
 )
-from ollama_ops.audit.context import INSTALLER_HOME as INSTALLER_HOME
 from ollama_ops.audit.context import Ctx, EnvFile, RootFiles, finding
 from ollama_ops.audit.exposure import exposure as _exposure
 from ollama_ops.audit.model import Finding, Report, Severity, format_text, ordered

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ollama_ops.apply import transaction
-from ollama_ops.apply.fileio import atomic_write
+from ollama_ops.apply.fileio import FILE_MODE, open_dir
 from ollama_ops.cli.common import (
     Env,
     add_config,
@@ -28,7 +29,8 @@ from ollama_ops.cli.common import (
 )
 from ollama_ops.errors import ConfigError, ExitStatus, OpsError
 from ollama_ops.model import config as config_mod
-from ollama_ops.model.config import format_size, validate_bind
+from ollama_ops.model.bind import validate_bind
+from ollama_ops.model.config import format_size
 from ollama_ops.model.deployment import Deployment
 from ollama_ops.model.instances import check_name
 from ollama_ops.plan import instance_checks
@@ -114,8 +116,12 @@ def _checked(args: argparse.Namespace, rt: Runtime, path: Path, text: str) -> De
 
 
 def _write(path: Path, text: str) -> None:
+    """Replace the config atomically, keeping its mode."""
     try:
-        atomic_write(path, text.encode())
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else FILE_MODE
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with open_dir(path.parent) as directory:
+            directory.write(path.name, text.encode(), mode)
     except OSError as exc:
         raise OpsError(f"cannot write {path} ({exc.strerror}); check permissions") from exc
 

@@ -1,7 +1,10 @@
 """The operator's deployment config (TOML), validated into a frozen dataclass.
 
-Every key is declared once in ``_SCHEMA``; validation, defaults and the
-"did you mean" suggestions are all derived from it. Values that end up in a
+Every key is one row of ``SETTINGS`` (section, key, parser, default, help,
+example), mkosi's ``ConfigSetting``: parsing, defaults, the "did you mean"
+suggestions, ``ollama-ops config keys`` and the README's table all come from
+it. Sections that are not key/value tables (``[environment]``) have their own
+parser in ``SECTIONS``. Values that end up in a
 unit file are checked again by ``unit.render``; here they are checked for
 meaning (sizes, percentages, addresses, paths).
 """
@@ -12,12 +15,13 @@ import difflib
 import ipaddress
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ollama_ops.errors import ConfigError
+from ollama_ops.model.bind import validate_bind
 from ollama_ops.unitfile.syntax import is_plain_path
 
 if TYPE_CHECKING:
@@ -63,80 +67,7 @@ def format_size(num_bytes: int) -> str:
     return f"{value:.1f} TiB"
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
-    unit: str = "ollama.service"
-    bind: str = DEFAULT_BIND
-    allowed_networks: tuple[str, ...] = ()
-    models_dir: str | None = None
-    binary: str | None = None
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    os_reserve: int | None = None
-    memory_high: int | None = None
-    memory_max: int | None = None
-    memory_high_percent: float = 80.0
-    memory_max_percent: float = 93.0
-    cpu_weight: int | None = None
-    allowed_cpus: str | None = None  # "auto" (rule), "none", or a CPU list
-    nofile: int | None = None
-
-
-@dataclass(frozen=True)
-class HardeningConfig:
-    relax: tuple[str, ...] = ()  # directives to leave at systemd's default
-    read_write_paths: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DeploymentConfig:
-    service: ServiceConfig = field(default_factory=ServiceConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    environment: Mapping[str, str] = field(default_factory=dict)
-    hardening: HardeningConfig = field(default_factory=HardeningConfig)
-    instances: tuple[InstanceConfig, ...] = ()  # [instances.NAME] (model/instances.py)
-    frontdoor: FrontDoorConfig | None = None  # [frontdoor] (model/instances.py)
-    source: str | None = None  # where it was read from, for messages
-    # Dotted names of the keys the operator set, so `plan` can say "from the file".
-    set_keys: frozenset[str] = frozenset()
-
-
-_SCHEMA: dict[str, frozenset[str]] = {
-    "service": frozenset({"unit", "bind", "allowed_networks", "models_dir", "binary"}),
-    "limits": frozenset(
-        {
-            "os_reserve",
-            "memory_high",
-            "memory_max",
-            "memory_high_percent",
-            "memory_max_percent",
-            "cpu_weight",
-            "allowed_cpus",
-            "nofile",
-        }
-    ),
-    "environment": frozenset(),  # free-form variable names, validated separately
-    "hardening": frozenset({"relax", "read_write_paths"}),
-    "instances": frozenset(),  # [instances.NAME], validated by model/instances.py
-    "frontdoor": frozenset(),  # validated by model/instances.py
-}
-
-
-def _suggest(key: str, known: set[str] | frozenset[str]) -> str:
-    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
-    if near:
-        return f"; did you mean {near[0]!r}?"
-    return f"; known keys: {', '.join(sorted(known))}"
-
-
-def _check_keys(table: Mapping[str, Any], known: frozenset[str], where: str, src: str) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{src}: unknown key {where}{key}{_suggest(key, known)}")
-
-
+# ---------------------------------------------------------------- value parsers
 def _str(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{where} = {value!r} must be a string")
@@ -184,46 +115,6 @@ def _positive_int(value: object, where: str, maximum: int) -> int:
     return value
 
 
-def validate_bind(value: str, where: str = "service.bind") -> tuple[str, int]:
-    """Split an OLLAMA_HOST-style bind address into (host, port)."""
-    text = value.strip()
-    for scheme in ("http://", "https://"):
-        if text.startswith(scheme):
-            text = text[len(scheme) :]
-    host, port_text = text, "11434"
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ConfigError(f"{where} = {value!r}: unclosed '['; write e.g. \"[::1]:11434\"")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ConfigError(f"{where} = {value!r}: expected ':port' after ']'")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    host = host or "0.0.0.0"
-    try:
-        port = int(port_text)
-    except ValueError as exc:
-        raise ConfigError(f"{where} = {value!r}: port {port_text!r} is not a number") from exc
-    if not 0 < port < 65536:
-        raise ConfigError(f"{where} = {value!r}: port {port} is out of range 1-65535")
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError as exc:
-            raise ConfigError(
-                f"{where} = {value!r}: {host!r} is not an IP address; bind to an address such "
-                "as 127.0.0.1, 0.0.0.0 or a NIC's IP"
-            ) from exc
-    return host, port
-
-
-def is_loopback(host: str) -> bool:
-    return host == "localhost" or ipaddress.ip_address(host).is_loopback
-
-
 def _network(value: object, where: str) -> str:
     text = _str(value, where)
     try:
@@ -240,74 +131,228 @@ def _str_list(value: object, where: str) -> list[object]:
     return value
 
 
-def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
-    _check_keys(data, frozenset(_SCHEMA), "", src)
-    set_keys: set[str] = set()
-    tables: dict[str, Mapping[str, Any]] = {}
-    for name, known in _SCHEMA.items():
-        table = data.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{src}: [{name}] must be a table")
-        if known:
-            _check_keys(table, known, f"{name}.", src)
-        tables[name] = table
-        set_keys.update(f"{name}.{k}" for k in table)
-
-    def w(key: str) -> str:
-        return f"{src}: {key}"
-
-    svc = tables["service"]
-    unit = _str(svc.get("unit", "ollama.service"), w("service.unit"))
+def _unit_name(value: object, where: str) -> str:
+    unit = _str(value, where)
     if not re.fullmatch(r"[A-Za-z0-9_@:][A-Za-z0-9_.@:-]*\.service", unit) or ".." in unit:
+        raise ConfigError(f'{where} = {unit!r} is not a service name; write e.g. "ollama.service"')
+    return unit
+
+
+def _bind(value: object, where: str) -> str:
+    text = _str(value, where)
+    validate_bind(text, where)
+    return text
+
+
+def _networks(value: object, where: str) -> tuple[str, ...]:
+    return tuple(_network(v, f"{where}[{i}]") for i, v in enumerate(_str_list(value, where)))
+
+
+def _size(value: object, where: str) -> int:
+    return parse_size(value, where)
+
+
+def _cpu_weight(value: object, where: str) -> int:
+    return _positive_int(value, where, 10000)
+
+
+def _nofile(value: object, where: str) -> int:
+    return _positive_int(value, where, 1 << 30)
+
+
+def _allowed_cpus(value: object, where: str) -> str:
+    text = _str(value, where)
+    if text not in ("auto", "none") and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
         raise ConfigError(
-            f'{w("service.unit")} = {unit!r} is not a service name; write e.g. "ollama.service"'
+            f'{where} = {text!r}; write "auto", "none" or a CPU list such as "0-15,32-47"'
         )
-    bind = _str(svc.get("bind", DEFAULT_BIND), w("service.bind"))
-    validate_bind(bind, w("service.bind"))
-    networks = tuple(
-        _network(v, w(f"service.allowed_networks[{i}]"))
-        for i, v in enumerate(
-            _str_list(svc.get("allowed_networks", []), w("service.allowed_networks"))
-        )
-    )
-    models_dir = (
-        _writable_path(svc["models_dir"], w("service.models_dir")) if "models_dir" in svc else None
-    )
-    binary = _path(svc["binary"], w("service.binary")) if "binary" in svc else None
+    return text
 
-    lim = tables["limits"]
 
-    def size(key: str) -> int | None:
-        return parse_size(lim[key], w(f"limits.{key}")) if key in lim else None
+def _names(value: object, where: str) -> tuple[str, ...]:
+    return tuple(_str(v, f"{where}[{i}]") for i, v in enumerate(_str_list(value, where)))
 
-    allowed_cpus = None
-    if "allowed_cpus" in lim:
-        allowed_cpus = _str(lim["allowed_cpus"], w("limits.allowed_cpus"))
-        if allowed_cpus not in ("auto", "none") and not re.fullmatch(
-            r"\d+(-\d+)?(,\d+(-\d+)?)*", allowed_cpus
-        ):
+
+def _writable_paths(value: object, where: str) -> tuple[str, ...]:
+    return tuple(_writable_path(v, f"{where}[{i}]") for i, v in enumerate(_str_list(value, where)))
+
+
+# ---------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class ConfigSetting:
+    """One key of the config file: how to parse it, its default and what it means."""
+
+    section: str
+    key: str
+    parse: Callable[[object, str], Any]
+    default: Any
+    help: str
+    example: str  # a TOML value, shown by `config keys` and the README
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+SETTINGS: tuple[ConfigSetting, ...] = (
+    ConfigSetting("service", "unit", _unit_name, "ollama.service",
+                  "the service to configure", '"ollama.service"'),
+    ConfigSetting("service", "bind", _bind, DEFAULT_BIND,
+                  "OLLAMA_HOST; a non-loopback address needs allowed_networks", '"0.0.0.0:11434"'),
+    ConfigSetting("service", "allowed_networks", _networks, (),
+                  "client networks let through IPAddressAllow=", '["10.0.0.0/8"]'),
+    ConfigSetting("service", "models_dir", _writable_path, None,
+                  "the model store (OLLAMA_MODELS); needs an ollama user", '"/srv/ollama/models"'),
+    ConfigSetting("service", "binary", _path, None,
+                  "the ollama binary ExecStart= runs", '"/usr/local/bin/ollama"'),
+    ConfigSetting("limits", "os_reserve", _size, None,
+                  "RAM kept for the OS before the percentages (default 4G, or RAM/4)", '"4G"'),
+    ConfigSetting("limits", "memory_high", _size, None,
+                  "MemoryHigh= as a size, instead of the percentage rule", '"48G"'),
+    ConfigSetting("limits", "memory_max", _size, None,
+                  "MemoryMax= as a size, instead of the percentage rule", '"56G"'),
+    ConfigSetting("limits", "memory_high_percent", _percent, 80.0,
+                  "MemoryHigh= as a share of RAM after the OS reserve", "80"),
+    ConfigSetting("limits", "memory_max_percent", _percent, 93.0,
+                  "MemoryMax= as a share of RAM after the OS reserve", "93"),
+    ConfigSetting("limits", "cpu_weight", _cpu_weight, None,
+                  "CPUWeight= (1-10000; rule: 150)", "150"),
+    ConfigSetting("limits", "allowed_cpus", _allowed_cpus, None,
+                  '"auto" (the GPUs\' NUMA node), "none", or a CPU list', '"0-15"'),
+    ConfigSetting("limits", "nofile", _nofile, None,
+                  "LimitNOFILE= (rule: 65536)", "65536"),
+    ConfigSetting("hardening", "relax", _names, (),
+                  "directives to leave at systemd's default", '["MemoryDenyWriteExecute"]'),
+    ConfigSetting("hardening", "read_write_paths", _writable_paths, (),
+                  "more directories the service may write", '["/srv/cache"]'),
+)  # fmt: skip
+
+_BY_SECTION: dict[str, dict[str, ConfigSetting]] = {}
+for _row in SETTINGS:
+    _BY_SECTION.setdefault(_row.section, {})[_row.key] = _row
+
+
+def default(dotted: str) -> Any:
+    section, _, key = dotted.partition(".")
+    return _BY_SECTION[section][key].default
+
+
+# ---------------------------------------------------------------- the sections
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    unit: str = default("service.unit")
+    bind: str = default("service.bind")
+    allowed_networks: tuple[str, ...] = default("service.allowed_networks")
+    models_dir: str | None = default("service.models_dir")
+    binary: str | None = default("service.binary")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    os_reserve: int | None = default("limits.os_reserve")
+    memory_high: int | None = default("limits.memory_high")
+    memory_max: int | None = default("limits.memory_max")
+    memory_high_percent: float = default("limits.memory_high_percent")
+    memory_max_percent: float = default("limits.memory_max_percent")
+    cpu_weight: int | None = default("limits.cpu_weight")
+    allowed_cpus: str | None = default("limits.allowed_cpus")
+    nofile: int | None = default("limits.nofile")
+
+
+@dataclass(frozen=True)
+class HardeningConfig:
+    relax: tuple[str, ...] = default("hardening.relax")
+    read_write_paths: tuple[str, ...] = default("hardening.read_write_paths")
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    hardening: HardeningConfig = field(default_factory=HardeningConfig)
+    instances: tuple[InstanceConfig, ...] = ()  # [instances.NAME], model/instances.py
+    frontdoor: FrontDoorConfig | None = None  # [frontdoor], model/instances.py
+    source: str | None = None  # where it was read from, for messages
+    # Dotted names of the keys the operator set, so `plan` can say "from the file".
+    set_keys: frozenset[str] = frozenset()
+
+
+def _suggest(key: str, known: set[str] | frozenset[str]) -> str:
+    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
+    if near:
+        return f"; did you mean {near[0]!r}?"
+    return f"; known keys: {', '.join(sorted(known))}"
+
+
+def _check_keys(table: Mapping[str, Any], known: frozenset[str], where: str, src: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{src}: unknown key {where}{key}{_suggest(key, known)}")
+
+
+def _keyed(cls: type[Any]) -> Callable[[Mapping[str, Any], str, str], Any]:
+    """A section parser for a key/value table whose rows are in SETTINGS."""
+
+    def parse(table: Mapping[str, Any], name: str, src: str) -> Any:
+        rows = _BY_SECTION[name]
+        _check_keys(table, frozenset(rows), f"{name}.", src)
+        return cls(**{k: rows[k].parse(v, f"{src}: {name}.{k}") for k, v in table.items()})
+
+    return parse
+
+
+def _environment(table: Mapping[str, Any], name: str, src: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for var, raw in table.items():
+        where = f"{src}: {name}.{var}"
+        if not _ENV_NAME_RE.match(var):
             raise ConfigError(
-                f'{w("limits.allowed_cpus")} = {allowed_cpus!r}; write "auto", "none" or a CPU '
-                'list such as "0-15,32-47"'
+                f"{where}: {var!r} is not a valid variable name; use letters, digits and _"
             )
-    limits = LimitsConfig(
-        os_reserve=size("os_reserve"),
-        memory_high=size("memory_high"),
-        memory_max=size("memory_max"),
-        memory_high_percent=_percent(
-            lim.get("memory_high_percent", 80.0), w("limits.memory_high_percent")
-        ),
-        memory_max_percent=_percent(
-            lim.get("memory_max_percent", 93.0), w("limits.memory_max_percent")
-        ),
-        cpu_weight=_positive_int(lim["cpu_weight"], w("limits.cpu_weight"), 10000)
-        if "cpu_weight" in lim
-        else None,
-        allowed_cpus=allowed_cpus,
-        nofile=_positive_int(lim["nofile"], w("limits.nofile"), 1 << 30)
-        if "nofile" in lim
-        else None,
-    )
+        if var == "OLLAMA_HOST":
+            raise ConfigError(f"{where}: set the bind address with service.bind, not OLLAMA_HOST")
+        if var == "OLLAMA_MODELS":
+            env[var] = _writable_path(raw, where)
+        elif isinstance(raw, bool):
+            env[var] = "1" if raw else "0"
+        elif isinstance(raw, int | float):
+            env[var] = str(raw)
+        else:
+            env[var] = _str(raw, where)
+    return env
+
+
+def _instances(table: Mapping[str, Any], name: str, src: str) -> Any:
+    from ollama_ops.model.instances import parse_instances  # it imports this module
+
+    return parse_instances(table, src)
+
+
+def _frontdoor(table: Mapping[str, Any], name: str, src: str) -> Any:
+    from ollama_ops.model.instances import parse_frontdoor
+
+    return parse_frontdoor(table, src) if table else None
+
+
+# Every [section] of the file: its parser and what it is for. The field of
+# DeploymentConfig has the section's name.
+SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = {
+    "service": (_keyed(ServiceConfig), "the service: unit, bind address, model store"),
+    "limits": (_keyed(LimitsConfig), "memory, CPU and file limits"),
+    "environment": (_environment, "any other variable for ollama serve"),
+    "hardening": (_keyed(HardeningConfig), "what the sandbox leaves open"),
+    "instances": (_instances, "more instances ollama@NAME: gpus, port, limits (docs/instances.md)"),
+    "frontdoor": (_frontdoor, "nginx in front of the instances (docs/instances.md)"),
+}
+_SECTION_EXAMPLES = {"instances": "[instances.fast] gpus = [0]", "frontdoor": 'listen = "..."'}
+
+
+def _check_limits(limits: LimitsConfig, src: str) -> None:
     if limits.memory_high and limits.memory_max and limits.memory_high > limits.memory_max:
         raise ConfigError(
             f"{src}: limits.memory_high ({format_size(limits.memory_high)}) is above "
@@ -320,53 +365,31 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
             f"limits.memory_max_percent ({limits.memory_max_percent:g}); lower it"
         )
 
-    env: dict[str, str] = {}
-    for name, raw in tables["environment"].items():
-        where = w(f"environment.{name}")
-        if not _ENV_NAME_RE.match(name):
-            raise ConfigError(
-                f"{where}: {name!r} is not a valid variable name; use letters, digits and _"
-            )
-        if name == "OLLAMA_HOST":
-            raise ConfigError(f"{where}: set the bind address with service.bind, not OLLAMA_HOST")
-        if name == "OLLAMA_MODELS":
-            env[name] = _writable_path(raw, where)
-            continue
-        if isinstance(raw, bool):
-            env[name] = "1" if raw else "0"
-        elif isinstance(raw, int | float):
-            env[name] = str(raw)
-        else:
-            env[name] = _str(raw, where)
 
-    hard = tables["hardening"]
-    relax = tuple(
-        _str(v, w(f"hardening.relax[{i}]"))
-        for i, v in enumerate(_str_list(hard.get("relax", []), w("hardening.relax")))
-    )
-    rw_paths = tuple(
-        _writable_path(v, w(f"hardening.read_write_paths[{i}]"))
-        for i, v in enumerate(
-            _str_list(hard.get("read_write_paths", []), w("hardening.read_write_paths"))
-        )
-    )
-    from ollama_ops.model import instances
+def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
+    _check_keys(data, frozenset(SECTIONS), "", src)
+    parts: dict[str, Any] = {}
+    set_keys: set[str] = set()
+    for name, (parse, _help) in SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}: [{name}] must be a table")
+        parts[name] = parse(table, name, src)
+        set_keys.update(f"{name}.{k}" for k in table)
+    _check_limits(parts["limits"], src)
+    return DeploymentConfig(**parts, source=src, set_keys=frozenset(set_keys))
 
-    cfg = DeploymentConfig(
-        service=ServiceConfig(
-            unit=unit, bind=bind, allowed_networks=networks, models_dir=models_dir, binary=binary
-        ),
-        limits=limits,
-        environment=env,
-        hardening=HardeningConfig(relax=relax, read_write_paths=rw_paths),
-        instances=instances.parse_instances(tables["instances"], src, unit),
-        frontdoor=instances.parse_frontdoor(data["frontdoor"], src)
-        if "frontdoor" in data
-        else None,
-        source=src,
-        set_keys=frozenset(set_keys),
-    )
-    return cfg
+
+def keys_table() -> str:
+    """The config keys as a Markdown table: `ollama-ops config keys` and the README."""
+    rows = ["| key | example | what it sets |", "|---|---|---|"]
+    for s in SETTINGS:
+        rows.append(f"| `{s.dotted}` | `{s.example}` | {s.help} |")
+    for name, (_parse, help_text) in SECTIONS.items():
+        if name not in _BY_SECTION:
+            example = _SECTION_EXAMPLES.get(name, 'NAME = "value"')
+            rows.append(f"| `[{name}]` | `{example}` | {help_text} |")
+    return "\n".join(rows) + "\n"
 
 
 def loads(text: str, src: str = "config") -> DeploymentConfig:

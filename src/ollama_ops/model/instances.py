@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollama_ops.errors import ConfigError
-from ollama_ops.model.config import parse_size, validate_bind
+from ollama_ops.model.bind import validate_bind
+from ollama_ops.model.config import parse_size
 from ollama_ops.model.deployment import Deployment, Source
 from ollama_ops.unitfile.syntax import is_plain_path
 

@@ -11,14 +11,14 @@ puts the rules together.
 from __future__ import annotations
 
 from ollama_ops.errors import PlanError
-from ollama_ops.model.config import DeploymentConfig, is_loopback, validate_bind
+from ollama_ops.model.bind import is_loopback, validate_bind
+from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Deployment, Section, Source
-from ollama_ops.model.facts import HostFacts
+from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
 from ollama_ops.plan import hardening, instances, sizing
 from ollama_ops.plan.builder import Builder
 from ollama_ops.unitfile import directives
 
-INSTALLER_HOME = "/usr/share/ollama"
 DYNAMIC_HOME = "/var/lib/ollama"
 DEFAULT_BINARY = "/usr/local/bin/ollama"
 

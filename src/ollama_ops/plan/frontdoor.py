@@ -13,7 +13,8 @@ import re
 from collections.abc import Sequence
 
 from ollama_ops.errors import PlanError
-from ollama_ops.model.config import DeploymentConfig, is_loopback, validate_bind
+from ollama_ops.model.bind import is_loopback, validate_bind
+from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Deployment, Source
 from ollama_ops.model.instances import FrontDoorPlan, Row, UpstreamGroup
 

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ollama_ops.errors import PlanError
-from ollama_ops.model.config import DeploymentConfig, format_size, is_loopback
+from ollama_ops.model.bind import is_loopback
+from ollama_ops.model.config import DeploymentConfig, format_size
 from ollama_ops.model.deployment import Deployment
 from ollama_ops.model.facts import Gpu, HostFacts
 from ollama_ops.model.instances import InstanceConfig

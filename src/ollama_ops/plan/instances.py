@@ -17,13 +17,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from ollama_ops.errors import PlanError
-from ollama_ops.model.config import (
-    DeploymentConfig,
-    LimitsConfig,
-    ServiceConfig,
-    is_loopback,
-    validate_bind,
-)
+from ollama_ops.model.bind import is_loopback, validate_bind
+from ollama_ops.model.config import DeploymentConfig, LimitsConfig, ServiceConfig
 from ollama_ops.model.deployment import Deployment, Section, Setting, Source
 from ollama_ops.model.facts import Gpu, GpuVendor, HostFacts
 from ollama_ops.model.instances import InstanceConfig, InstancesPlan, unit_name

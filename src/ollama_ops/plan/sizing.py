@@ -97,11 +97,7 @@ def cpu(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
             Source.RULE,
             "1.5x systemd's default 100: Ollama wins CPU contention against other services",
         )
-    host_cpus = set()
-    for numa in facts.numa_nodes:
-        host_cpus.update(parse_cpu_list(numa.cpus))
-    if not host_cpus:
-        host_cpus = set(range(facts.cpus))
+    host_cpus = facts.cpu_set()
     choice = lim.allowed_cpus or "auto"
     if choice == "none":
         b.add(Section.SERVICE, "AllowedCPUs", None, Source.CONFIG, "limits.allowed_cpus = none")
