@@ -122,8 +122,12 @@ def build(
             Row(
                 f"upstream {g.name}",
                 " ".join(a for _n, a in g.servers),
-                c,
-                "frontdoor.instances" if g.name == DEFAULT_GROUP else "frontdoor.routes",
+                c if g.name != DEFAULT_GROUP or fd.instances else r,
+                "frontdoor.routes"
+                if g.name != DEFAULT_GROUP
+                else "frontdoor.instances"
+                if fd.instances
+                else "every instance",
             )
             for g in groups
         ],

@@ -21,7 +21,7 @@ from ollama_ops.model.bind import is_loopback, validate_bind
 from ollama_ops.model.config import DeploymentConfig, LimitsConfig, ServiceConfig
 from ollama_ops.model.deployment import Deployment, Section, Setting, Source
 from ollama_ops.model.facts import Gpu, GpuVendor, HostFacts
-from ollama_ops.model.instances import InstanceConfig, InstancesPlan, unit_name
+from ollama_ops.model.instances import InstanceConfig, InstancesPlan, check_name, unit_name
 from ollama_ops.plan import frontdoor, hardening, sizing
 from ollama_ops.plan import instance_checks as checks
 from ollama_ops.plan.builder import Builder
@@ -253,6 +253,85 @@ def _cuda(settings: list[Setting], gpus: Sequence[Gpu]) -> list[Setting]:
     return out
 
 
+def _service(
+    b: Builder, facts: HostFacts, inst: InstanceConfig, gpus: Sequence[Gpu], store: Store
+) -> None:
+    """[Service] rows of an instance besides the sizing rules: NUMA, devices, store, clients."""
+    _numa(b, facts, inst, gpus)
+    _devices(b, facts, gpus)
+    if store.role == "writer":
+        b.add(Section.SERVICE, "ReadWritePaths", store.path, Source.CONFIG, store.reason)
+    elif store.role == "reader":
+        b.add(Section.SERVICE, "ReadOnlyPaths", store.path, Source.CONFIG, store.reason)
+    if not is_loopback(inst.bind):
+        why = f"instances.{inst.name}.allowed_networks"
+        for net in dict.fromkeys([inst.bind, *inst.allowed_networks]):
+            b.add(Section.SERVICE, "IPAddressAllow", net, Source.CONFIG, why)
+
+
+def _environment(
+    b: Builder,
+    inst: InstanceConfig,
+    inst_facts: HostFacts,
+    inst_cfg: DeploymentConfig,
+    store: Store,
+) -> None:
+    """Its $HOME, Ollama's variables sized for its GPUs, and OLLAMA_NOPRUNE for a store reader."""
+    home = f"/var/lib/{state_dir(inst.name)}"
+    why = "its state directory: Ollama keeps its key under $HOME/.ollama"
+    b.add(Section.ENV, "HOME", home, Source.RULE, why)
+    sizing.ollama_env(b, inst_facts, inst_cfg, _bind_text(inst), store.path)
+    if store.role == "reader":
+        why = "shared store: only one instance may prune it"
+        b.add(Section.ENV, "OLLAMA_NOPRUNE", "1", Source.CONFIG, why)
+    elif inst.prune is False:
+        why = f"instances.{inst.name}.prune = false"
+        b.add(Section.ENV, "OLLAMA_NOPRUNE", "1", Source.CONFIG, why)
+
+
+def _own_reasons(
+    settings: list[Setting], inst: InstanceConfig, store: Store, sized: checks.Sized
+) -> list[Setting]:
+    """The shared rules' rows, retold for this instance: its keys, its store, its GPUs."""
+    name = inst.name
+    fixes: dict[str, tuple[Source, str]] = {
+        "OLLAMA_HOST": (Source.CONFIG, f"instances.{name}.port (and bind): its own address"),
+        "OLLAMA_MODELS": (
+            Source.RULE if store.role == "own" else Source.CONFIG,
+            f"{store.reason} ({store.role})",
+        ),
+        "MemoryMax": (Source.RULE if inst.memory_max is None else Source.CONFIG, sized.reason),
+    }
+    for key, value in (
+        ("MemoryHigh", inst.memory_high),
+        ("CPUWeight", inst.cpu_weight),
+        ("AllowedCPUs", None if inst.allowed_cpus == "auto" else inst.allowed_cpus),
+    ):
+        if value is not None:
+            fixes[key] = (Source.CONFIG, f"instances.{name}.{_CONFIG_KEY[key]}")
+    out = [
+        dataclasses.replace(s, reason=f"instances.{name}.environment.{s.key}")
+        if s.section is Section.ENV and s.key in inst.environment
+        else dataclasses.replace(s, reason=s.reason.replace("limits.", f"instances.{name}."))
+        for s in _retag(settings, fixes)
+    ]
+    if inst.memory_max is None:  # the share, written like the rule's values
+        out = [
+            dataclasses.replace(s, value=f"{sized.memory_max // MiB}M")
+            if s.key == "MemoryMax"
+            else s
+            for s in out
+        ]
+    return out
+
+
+_CONFIG_KEY = {
+    "MemoryHigh": "memory_high",
+    "CPUWeight": "cpu_weight",
+    "AllowedCPUs": "allowed_cpus",
+}
+
+
 def build_instance(
     facts: HostFacts,
     cfg: DeploymentConfig,
@@ -267,82 +346,19 @@ def build_instance(
     inst_cfg = _instance_config(cfg, inst, sized.memory_max)
     b = Builder(facts.systemd_version, cfg.hardening.relax)
     state = state_dir(inst.name)
-    b.add(
-        Section.SERVICE,
-        "StateDirectory",
-        state,
-        Source.RULE,
-        f"its own /var/lib/{state}, owned by the service user: key and caches",
-    )
+    why = f"its own /var/lib/{state}, owned by the service user: key and caches"
+    b.add(Section.SERVICE, "StateDirectory", state, Source.RULE, why)
     try:
         sizing.memory(b, inst_facts, inst_cfg)
         sizing.cpu(b, inst_facts, inst_cfg)
     except PlanError as exc:  # the rules name the main unit's keys; say which instance
         raise PlanError(str(exc).replace("limits.", f"instances.{inst.name}.")) from exc
-    _numa(b, facts, inst, gpus)
-    _devices(b, facts, gpus)
-    if store.role == "writer":
-        b.add(Section.SERVICE, "ReadWritePaths", store.path, Source.CONFIG, store.reason)
-    elif store.role == "reader":
-        b.add(Section.SERVICE, "ReadOnlyPaths", store.path, Source.CONFIG, store.reason)
-    if not is_loopback(inst.bind):
-        for net in dict.fromkeys([inst.bind, *inst.allowed_networks]):
-            b.add(
-                Section.SERVICE,
-                "IPAddressAllow",
-                net,
-                Source.CONFIG,
-                f"instances.{inst.name}.allowed_networks",
-            )
-    b.add(
-        Section.ENV,
-        "HOME",
-        f"/var/lib/{state}",
-        Source.RULE,
-        "its state directory: Ollama keeps its key under $HOME/.ollama",
-    )
-    sizing.ollama_env(b, inst_facts, inst_cfg, _bind_text(inst), store.path)
-    if store.role == "reader" or inst.prune is False:
-        why = "shared store: only one instance may prune it" if store.role == "reader" else ""
-        b.add(
-            Section.ENV,
-            "OLLAMA_NOPRUNE",
-            "1",
-            Source.CONFIG,
-            why or f"instances.{inst.name}.prune = false",
-        )
-    name = inst.name
-    fixes: dict[str, tuple[Source, str]] = {
-        "OLLAMA_HOST": (Source.CONFIG, f"instances.{name}.port (and bind): its own address"),
-        "OLLAMA_MODELS": (
-            Source.CONFIG if store.role != "own" else Source.RULE,
-            f"{store.reason} ({store.role})",
-        ),
-        "MemoryMax": (
-            Source.CONFIG if inst.memory_max is not None else Source.RULE,
-            sized.reason,
-        ),
-    }
-    if inst.memory_high is not None:
-        fixes["MemoryHigh"] = (Source.CONFIG, f"instances.{name}.memory_high")
-    if inst.cpu_weight is not None:
-        fixes["CPUWeight"] = (Source.CONFIG, f"instances.{name}.cpu_weight")
-    if inst.allowed_cpus not in (None, "auto"):
-        fixes["AllowedCPUs"] = (Source.CONFIG, f"instances.{name}.allowed_cpus")
-    settings = _retag(b.settings, fixes)
-    settings = [
-        dataclasses.replace(s, reason=f"instances.{name}.environment.{s.key}")
-        if s.section is Section.ENV and s.key in inst.environment
-        else s
-        for s in settings
-    ]
-    settings = _cuda(settings, gpus)
-    mx = next(s for s in settings if s.key == "MemoryMax")
-    if inst.memory_max is None:
-        settings[settings.index(mx)] = dataclasses.replace(mx, value=f"{sized.memory_max // MiB}M")
-    host, port = validate_bind(_bind_text(inst), f"instances.{name}")
+    _service(b, facts, inst, gpus, store)
+    _environment(b, inst, inst_facts, inst_cfg, store)
+    settings = _cuda(_own_reasons(b.settings, inst, store, sized), gpus)
+    host, port = validate_bind(_bind_text(inst), f"instances.{inst.name}")
     return Deployment(
-        unit_name=unit_name(cfg.service.unit, name),
+        unit_name=unit_name(cfg.service.unit, inst.name),
         systemd_version=facts.systemd_version,
         settings=tuple(settings),
         write_base_unit=False,
@@ -365,6 +381,8 @@ def build(facts: HostFacts, cfg: DeploymentConfig, main: Deployment) -> Instance
                 "(`ollama-ops instance add NAME --gpus 0`) or remove [frontdoor]"
             )
         return None
+    for inst in cfg.instances:  # the unit name, with this config's service.unit, must fit
+        check_name(inst.name, f"[instances.{inst.name}]", cfg.service.unit)
     gpus = checks.resolve_gpus(facts, cfg)
     checks.check_ports(cfg, main)
     stores = plan_stores(facts, cfg, main)
