@@ -1,0 +1,1 @@
+"""Benchmark an Ollama server: load shapes, a light streaming client, statistics, reports."""
