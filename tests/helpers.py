@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ollama_ops import facts
+from ollama_ops.model import facts
+from ollama_ops.runtime import Runtime
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTS = sorted((FIXTURES / "hosts").glob("*.json"))
@@ -74,3 +75,35 @@ class FakeSystemctl:
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
         return ["Error: mkdir /srv/models/blobs: permission denied"] if self.fail_start else []
+
+
+class FakeOllama:
+    """The Ollama API as apply's health wait sees it; records the URLs asked."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+        self.asked: list[str] = []
+
+    def is_up(self, base_url: str, timeout: float = 2.0) -> bool:
+        self.asked.append(base_url)
+        return self.up
+
+    def version(self, base_url: str, timeout: float = 2.0) -> str | None:
+        return "0.33.0" if self.up else None
+
+
+def fake_runtime(
+    root: Path,
+    systemctl: FakeSystemctl | None = None,
+    *,
+    ollama: FakeOllama | None = None,
+    live: bool | None = None,
+) -> Runtime:
+    """A runtime on ``root``: live (with ``systemctl``) when a fake systemctl is given."""
+    return Runtime(
+        root=root,
+        ollama=ollama or FakeOllama(),
+        sleep=lambda seconds: None,
+        make_systemctl=(lambda: systemctl) if systemctl is not None else None,
+        live_override=live if live is not None else (True if systemctl is not None else None),
+    )

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import config
 from ollama_ops.errors import ConfigError
+from ollama_ops.model import bind, config
 
 
 def test_empty_config_is_all_rules() -> None:
@@ -104,7 +104,7 @@ def test_parse_size(text: str, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("bind", "expected"),
+    ("value", "expected"),
     [
         ("127.0.0.1:11434", ("127.0.0.1", 11434)),
         ("http://0.0.0.0:8080", ("0.0.0.0", 8080)),
@@ -113,8 +113,8 @@ def test_parse_size(text: str, expected: int) -> None:
         (":11434", ("0.0.0.0", 11434)),
     ],
 )
-def test_validate_bind(bind: str, expected: tuple[str, int]) -> None:
-    assert config.validate_bind(bind) == expected
+def test_validate_bind(value: str, expected: tuple[str, int]) -> None:
+    assert bind.validate_bind(value) == expected
 
 
 @pytest.mark.parametrize(
