@@ -16,87 +16,26 @@ import tempfile
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from ollama_ops.errors import ExitStatus
+
 from . import compare as compare_mod
 from . import records, report, shapes, summary
 from .client import parse_url
 from .errors import BenchError, TargetError
+from .options import DEFAULT_URL, add_arguments
 from .progress import LiveProgress
 from .runner import Result, Target, run
 from .slo import Slo, from_json, parse_slo
 from .wire import Api
 from .workload import Workload, builtin, load_jsonl, parse_output_length
 
-DEFAULT_URL = "http://127.0.0.1:11434"
+#: `bench compare` found a regression or an SLO breach: 1, as `diff` (and --dry-run) do.
+REGRESSION_EXIT = ExitStatus.CHANGES_PENDING
 
 
 class Streams(Protocol):
     stdout: TextIO
     stderr: TextIO
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``bench`` (and its ``compare`` subcommand)."""
-    p.add_argument("--model", metavar="M", help="model to benchmark (as `ollama list` names it)")
-    p.add_argument("--url", metavar="URL", help=f"server (default $OLLAMA_HOST or {DEFAULT_URL})")
-    p.add_argument(
-        "--api",
-        choices=[a.value for a in Api],
-        default=Api.GENERATE.value,
-        help="ollama = /api/generate, ollama-chat = /api/chat, openai = /v1/chat/completions",
-    )
-    load = p.add_mutually_exclusive_group()
-    load.add_argument(
-        "--concurrency", metavar="N[,N...]", help="streams at once; several = a sweep"
-    )
-    load.add_argument("--rate", metavar="R[,R...]", help="requests/s offered; several = a sweep")
-    load.add_argument(
-        "--sequential",
-        action="store_true",
-        help="the guide's benchmark: 5 requests one at a time, its prompt (the default)",
-    )
-    p.add_argument(
-        "--arrival",
-        choices=[a.value for a in shapes.Arrival],
-        default=shapes.Arrival.POISSON.value,
-        help="how --rate spreads request starts (poisson)",
-    )
-    p.add_argument(
-        "--burstiness", type=float, default=1.0, metavar="K", help="gamma shape, < 1 burstier (1)"
-    )
-    p.add_argument("--max-concurrency", type=int, metavar="N", help="cap in flight with --rate")
-    p.add_argument("--duration", type=float, metavar="S", help="seconds of sending per stage")
-    p.add_argument("--requests", type=int, metavar="N", help="requests per stage")
-    p.add_argument("--warmup", type=int, metavar="N", help="uncounted requests first (1)")
-    p.add_argument("--prompts", metavar="FILE", help='JSONL: {"prompt": "...", "max_tokens": N}')
-    p.add_argument(
-        "--output-tokens",
-        metavar="SPEC",
-        help="tokens asked for: 128, 64-256 (uniform) or 128~32 (normal); default the model's",
-    )
-    p.add_argument("--slo", metavar="SPEC", help="e.g. ttft=500ms,tpot=50ms (also itl, e2e)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per request (300)")
-    p.add_argument("--seed", type=int, default=0, help="for arrivals and output lengths (0)")
-    p.add_argument("--json", metavar="FILE", help="write the figures as JSON (- for stdout)")
-    p.add_argument("--csv", metavar="FILE", help="write one row per request")
-    p.add_argument("--plot", metavar="FILE", help="write PNG plots (needs matplotlib)")
-    p.add_argument("--no-progress", action="store_true", help="no live progress line")
-    sub = p.add_subparsers(dest="bench_command", metavar="compare")
-    c = sub.add_parser("compare", help="two --json results side by side; exit 1 on a regression")
-    c.add_argument("a", metavar="A.json")
-    c.add_argument("b", metavar="B.json")
-    c.add_argument(
-        "--fail-on-regression",
-        metavar="PCT",
-        help="exit 1 when a figure of B is worse than A's by more than PCT (e.g. 5%%)",
-    )
-    c.add_argument("--slo", metavar="SPEC", help="check B against this SLO (default: B's own)")
-    c.add_argument(
-        "--min-share",
-        type=float,
-        default=99.0,
-        metavar="PCT",
-        help="share of B's requests that must meet the SLO (99)",
-    )
 
 
 def shape_from(args: argparse.Namespace) -> tuple[shapes.Shape, bool]:
@@ -204,7 +143,7 @@ def finish(result: Result, slo: Slo | None, args: argparse.Namespace, env: Strea
         plots.write_png(summ, args.plot)
     (env.stderr if args.json == "-" else env.stdout).write(text)
     if result.partial:
-        return 130
+        return ExitStatus.INTERRUPTED
     if summ.requests and not summ.ok:
         first = next((s.top_error for s in summ.stages if s.top_error), "")
         hint = (
@@ -213,7 +152,7 @@ def finish(result: Result, slo: Slo | None, args: argparse.Namespace, env: Strea
             else "see the failure above"
         )
         raise TargetError(f"no request succeeded ({summ.requests} sent; {first}); {hint}")
-    return 0
+    return ExitStatus.OK
 
 
 def compare_command(args: argparse.Namespace, env: Streams) -> int:
@@ -229,12 +168,12 @@ def compare_command(args: argparse.Namespace, env: Streams) -> int:
     slo = parse_slo(args.slo) if args.slo else from_json(b.get("slo"))
     cmp = compare_mod.compare(a, b, threshold, slo, args.min_share / 100)
     env.stdout.write(compare_mod.render(cmp, args.a, args.b, threshold))
-    return 1 if cmp.failed else 0
+    return REGRESSION_EXIT if cmp.failed else ExitStatus.OK
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ollama_ops.bench``: the same command without the main CLI."""
-    from ollama_ops.errors import OpsError
+    from ollama_ops.errors import ExitStatus, OpsError, exit_status
 
     parser = argparse.ArgumentParser(prog="ollama-ops bench", description=__doc__)
     add_arguments(parser)
@@ -248,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(args, _Env())
     except OpsError as exc:
         sys.stderr.write(f"ollama-ops: error: {exc}\n")
-        return exc.exit_code
+        return exit_status(exc)
     except KeyboardInterrupt:
         sys.stderr.write("ollama-ops: interrupted\n")
-        return 130
+        return ExitStatus.INTERRUPTED

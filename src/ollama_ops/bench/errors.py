@@ -1,21 +1,13 @@
-"""The benchmark's typed errors (OpsError subclasses, one-line messages)."""
+"""The benchmark's typed errors (one-line messages; the exit code comes from errors.EXIT_CODES)."""
 
 from __future__ import annotations
 
-from ollama_ops.errors import OpsError
+from ollama_ops.errors import CommandError, OpsError
 
 
 class BenchError(OpsError):
-    """A benchmark option, prompt file, SLO or saved result is wrong (exit 2)."""
+    """A benchmark option, prompt file, SLO or saved result is wrong (bad input)."""
 
 
-class TargetError(OpsError):
-    """The server cannot be reached, lacks the model, or refused every request (exit 3)."""
-
-    exit_code = 3
-
-
-class Interrupted(OpsError):
-    """Ctrl-C before anything was measured (exit 130, like a shell)."""
-
-    exit_code = 130
+class TargetError(CommandError):
+    """The server cannot be reached, lacks the model, or refused every request."""

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import shapes, wire
 from .client import Client, clock, fetch, parse_url
-from .errors import Interrupted, TargetError
+from .errors import TargetError
 from .records import Outcome, RequestRecord
 from .shapes import Shape, Stage
 from .wire import Api
@@ -164,7 +164,7 @@ class _Bench:
         try:
             version, loaded = await self._preflight()
             if self.stopped():
-                raise Interrupted("interrupted before the first request; nothing was measured")
+                raise KeyboardInterrupt  # before the first request: nothing measured
             warm = await self._warmup()
             for i, stage in enumerate(self.shape.stages):
                 if self.stopped():
