@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BenchError
+from .report import fit
 from .slo import Slo
 from .summary import FORMAT_VERSION
 
@@ -187,8 +188,8 @@ def render(cmp: Comparison, a_name: str, b_name: str, threshold: float | None) -
     if cmp.breaches:
         verdict += f"; {len(cmp.breaches)} SLO breach(es)"
     lines = [f"bench compare: A={a_name} B={b_name}: {verdict}"]
-    lines += [f"note: {n}"[:100] for n in cmp.notes]
-    lines += [f"SLO breach: {b}"[:100] for b in cmp.breaches]
+    lines += [f"note: {n}" for n in cmp.notes]
+    lines += [f"SLO breach: {b}" for b in cmp.breaches]
     if cmp.unmatched:
         lines.append("only in B (not compared): " + ", ".join(cmp.unmatched))
     head = f"{'stage':<22} {'figure':<14} {'A':>14} {'B':>14} {'change':>9}"
@@ -202,4 +203,4 @@ def render(cmp: Comparison, a_name: str, b_name: str, threshold: float | None) -
             f"{c.stage[:22]:<22} {c.figure:<14} {_fmt(c.figure, c.a):>14}"
             f" {_fmt(c.figure, c.b):>14} {change:>9}{flag}"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(fit(lines)) + "\n"

@@ -5,6 +5,8 @@ Every line fits 100 columns. Latencies are shown in milliseconds.
 
 from __future__ import annotations
 
+import textwrap
+
 from .stats import Dist
 from .summary import RunSummary, StageSummary
 
@@ -152,4 +154,16 @@ def render(summary: RunSummary) -> str:
             lines += ["", *stage_detail(s, slo)]
     else:
         lines.append("no stage ran")
-    return "\n".join(line[:WIDTH] for line in lines) + "\n"
+    return "\n".join(fit(lines)) + "\n"
+
+
+def fit(lines: list[str]) -> list[str]:
+    """Wrap lines longer than WIDTH, keeping their indentation (plus two)."""
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= WIDTH:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
+        out += textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+    return out
