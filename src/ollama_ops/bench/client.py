@@ -391,6 +391,7 @@ class Client:
         self.timeout = timeout
         self.idle: list[Connection] = []
         self.conns: set[Connection] = set()
+        self.stopped: str | None = None  # set by abort_all: no new exchanges, no retries
         self.ssl: ssl.SSLContext | None = (
             ssl.create_default_context() if url.scheme == "https" else None
         )
@@ -430,13 +431,24 @@ class Client:
         ``ex.sent`` is the time the request was handed to the socket.
         """
         for attempt in (0, 1):
+            if self.stopped is not None:
+                ex.sent = clock()
+                ex.finish(ex.sent, self.stopped)
+                return
             conn = self._idle_conn()
             reused = conn is not None
             if conn is None:
                 try:
                     conn = await self.connect()
                 except (OSError, ssl.SSLError) as exc:
-                    ex.finish(clock(), f"cannot connect to {self.url.base}: {_why(exc)}")
+                    ex.sent = clock()
+                    ex.finish(ex.sent, f"cannot connect to {self.url.base}: {_why(exc)}")
+                    return
+                why = self.stop_reason()  # abort_all may have run while connecting
+                if why is not None:
+                    conn.abort()
+                    ex.sent = clock()
+                    ex.finish(ex.sent, why)
                     return
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             ex.future = fut
@@ -454,8 +466,12 @@ class Client:
                 return
             ex.error = None  # the server closed the idle connection: once more, fresh
 
+    def stop_reason(self) -> str | None:
+        return self.stopped
+
     def abort_all(self, why: str) -> None:
-        """End every open exchange with ``why`` and close every connection."""
+        """End every open exchange with ``why``, close every connection, start no more."""
+        self.stopped = why
         for conn in list(self.conns):
             if conn.ex is not None:
                 conn._end(clock(), why)
