@@ -86,7 +86,7 @@ def http(url: str, data: bytes | None = None) -> Any:
 class Sim:
     """The simulator in a subprocess, sized for ``streams`` at ``rate`` tokens/s each."""
 
-    def __init__(self, tmp: str, rate: float, streams: int) -> None:
+    def __init__(self, tmp: str, rate: float, streams: int, priority: str = "normal") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         path = os.path.join(tmp, f"profile-{rate}-{streams}.json")
@@ -110,6 +110,8 @@ class Sim:
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
+        if priority == "nice":  # shield it from unrelated load on a shared machine (root)
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, -10)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -193,7 +195,16 @@ async def _aiohttp_main(
     received = 0
     requests = 0
     failed = 0
-    times: list[float] = []
+    ttft_err: list[float] = []
+    tpot_err: list[float] = []
+
+    def check(sent: float, mine: list[float], final: dict[str, Any]) -> None:
+        """The same accuracy check as run_ours, on this client's timestamps."""
+        interval = final["eval_duration"] / 1e9 / final["eval_count"]
+        scheduled = (final["total_duration"] - final["eval_duration"]) / 1e9 + interval
+        ttft_err.append(abs(mine[0] - sent - scheduled))
+        tpot_err.append(abs((mine[-1] - mine[0]) / (final["eval_count"] - 1) - interval))
+
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=conn, timeout=aiohttp.ClientTimeout(total=None)
@@ -218,6 +229,9 @@ async def _aiohttp_main(
                     body["options"] = {"num_predict": tokens}
                 i += streams
                 requests += 1
+                sent = time.perf_counter()
+                mine: list[float] = []
+                final = b""
                 async with session.post(url + path, json=body) as resp:
                     if resp.status != 200:
                         failed += 1
@@ -225,8 +239,12 @@ async def _aiohttp_main(
                         continue
                     async for line in resp.content:
                         if marker in line:
-                            times.append(time.perf_counter())
-                            received += 1
+                            mine.append(time.perf_counter())
+                        elif b'"done":true' in line:
+                            final = line
+                received += len(mine)
+                if final and len(mine) > 1:
+                    check(sent, mine, json.loads(final))
 
         await asyncio.gather(*(stream(k) for k in range(streams)))
         wall = time.perf_counter() - t0
@@ -306,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=40.0, help="tokens/s per stream (cpu)")
     ap.add_argument("--tokens", type=int, default=128, help="tokens per request (cpu)")
     ap.add_argument("--only", default="cpu,keepup,accuracy")
+    ap.add_argument(
+        "--priority",
+        choices=("normal", "nice"),
+        default="normal",
+        help="nice: run the simulator at niceness -10 (root), as sim_throughput.py can",
+    )
     ap.add_argument("--child", choices=sorted(CLIENTS), help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--api", default="openai", help=argparse.SUPPRESS)
@@ -318,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if "cpu" in parts:
             for n in (int(x) for x in args.streams.split(",")):
-                sim = Sim(tmp, args.rate, n)
+                sim = Sim(tmp, args.rate, n, args.priority)
                 try:
                     runs: dict[str, list[dict[str, Any]]] = {"aiohttp": [], "ours": []}
                     for _ in range(args.repeats):
@@ -347,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         if "keepup" in parts:
             for n in (int(x) for x in args.keepup.split(",")):
-                sim = Sim(tmp, 42.0, n)
+                sim = Sim(tmp, 42.0, n, args.priority)
                 try:
                     for name in ("aiohttp", "ours"):
                         r = client_run(sim, name, "openai", n, args.duration, 600)
@@ -369,22 +393,27 @@ def main(argv: list[str] | None = None) -> int:
                     sim.close()
         if "accuracy" in parts:
             n = args.accuracy_streams
-            sim = Sim(tmp, args.rate, n)
+            sim = Sim(tmp, args.rate, n, args.priority)
             try:
-                r = client_run(sim, "ours", "ollama", n, args.duration, args.tokens)
+                for name in ("aiohttp", "ours"):
+                    r = client_run(sim, name, "ollama", n, args.duration, args.tokens)
+                    t99, s99 = p99(r["ttft_err"]) * 1e3, p99(r["tpot_err"]) * 1e3
+                    t50 = sorted(r["ttft_err"])[len(r["ttft_err"]) // 2] * 1e3
+                    srv = r["server"]
+                    rows.append(
+                        f"accuracy {name:<8} {n:>4} streams  TTFT |err| p50/p99 {t50:.2f}/{t99:.2f}"
+                        f" ms  TPOT |err| p99 {s99:.3f} ms  ({len(r['ttft_err'])} requests;"
+                        f" sim err p99 {srv['p99'] / 1e3:.2f} ms)"
+                    )
+                    print(
+                        f"RESULT part=accuracy client={name} streams={n} "
+                        f"requests={len(r['ttft_err'])} ttft_err_p50_ms={t50:.3f} "
+                        f"ttft_err_p99_ms={t99:.3f} tpot_err_p99_ms={s99:.3f} "
+                        f"sim_p99_us={srv['p99']}",
+                        flush=True,
+                    )
             finally:
                 sim.close()
-            t99, s99 = p99(r["ttft_err"]) * 1e3, p99(r["tpot_err"]) * 1e3
-            rows.append(
-                f"accuracy ours     {n:>4} streams  TTFT |error| p99 {t99:.3f} ms  "
-                f"TPOT |error| p99 {s99:.3f} ms  over {len(r['ttft_err'])} requests "
-                f"(target <= 2 ms)"
-            )
-            print(
-                f"RESULT part=accuracy streams={n} requests={len(r['ttft_err'])} "
-                f"ttft_err_p99_ms={t99:.3f} tpot_err_p99_ms={s99:.3f}",
-                flush=True,
-            )
     print()
     print("\n".join(rows))
     return 0
