@@ -626,3 +626,36 @@ def test_compare_refuses_files_that_are_not_results(tmp_path: Path) -> None:
         with pytest.raises(BenchError):
             compare.parse_threshold(bad)
     assert compare.parse_threshold("5%") == 5.0
+
+
+class Lines(Exchange):
+    __slots__ = ("got",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[bytes] = []
+
+    def on_line(self, line: bytes, now: float) -> None:
+        self.got.append(line)
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"data: {}", b"x", b"", b"\r", b'{"done":false}', b"data: [DONE]"]),
+        max_size=12,
+    ),
+    st.lists(st.integers(0, 200), max_size=8),
+)
+def test_line_splitting_skips_blank_lines_wherever_the_pieces_end(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    text = b"".join(x + b"\n" for x in lines)
+    ex = Lines()
+    last = 0
+    for c in [*sorted({c % (len(text) + 1) for c in cuts}), len(text)]:
+        if c > last:
+            ex.feed(text[last:c], 0.0)
+            last = c
+    expected = [x for x in lines if x.strip()]
+    assert [g.strip() for g in ex.got] == expected
+    assert all(g.strip() for g in ex.got)
