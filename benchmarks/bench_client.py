@@ -249,13 +249,17 @@ async def _aiohttp_main(
         await asyncio.gather(*(stream(k) for k in range(streams)))
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
-    return {
+    out: dict[str, Any] = {
         "cpu_s": cpu,
         "wall_s": wall,
         "tokens": received,
         "requests": requests,
         "failed": failed,
     }
+    if api == "ollama":
+        out["ttft_err"] = ttft_err
+        out["tpot_err"] = tpot_err
+    return out
 
 
 def run_aiohttp(url: str, api: str, streams: int, duration: float, tokens: int) -> dict[str, Any]:
