@@ -18,8 +18,12 @@ class LiveProgress:
 
     def __enter__(self) -> LiveProgress:
         if self.enabled:
-            from rich.console import Console
-            from rich.live import Live
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:  # rich is optional: no live line without it
+                self.enabled = False
+                return self
 
             console = Console(file=self.stream)
             live = Live("", console=console, auto_refresh=False, transient=True)
