@@ -173,9 +173,9 @@ def test_a_model_load_is_reported_not_folded_into_ttft() -> None:
     assert res.model_loaded_before is False
     summ = summary.summarize(res)
     st = summ.stages[0]
-    assert st.ok == 4 and st.load_waits == 2 and st.load_max_s >= 0.5
+    assert st.ok == 4 and st.load_waits == 2
     waited = [r for r in res.stages[0].records if r.waited_for_load]
-    assert len(waited) == 2 and all(r.load_s is not None and r.load_s >= 0.5 for r in waited)
+    assert sorted(r.index for r in waited) == [0, 1]  # the two sent while the model loaded
     assert st.ttft is not None and st.ttft.n == 2  # the two that waited are left out
     from ollama_ops.bench import report
 

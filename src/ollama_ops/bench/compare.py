@@ -182,7 +182,7 @@ def _fmt(figure: str, v: float | None) -> str:
 
 
 def render(cmp: Comparison, a_name: str, b_name: str, threshold: float | None) -> str:
-    verdict = "no regression"
+    verdict = "no regression" if threshold is not None else "no threshold given"
     if cmp.regressions:
         verdict = f"{len(cmp.regressions)} regression(s) beyond {threshold:g} %"
     if cmp.breaches:

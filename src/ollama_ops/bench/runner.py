@@ -35,6 +35,10 @@ from .workload import Workload, builtin
 
 LAG_INTERVAL_S = 0.01
 PREFLIGHT_TIMEOUT_S = 10.0
+#: A closed-loop stream whose request failed waits this long before its next one
+#: (an HTTP error such as 503), or the second figure when no answer came at all.
+FAILURE_PAUSE_S = 0.05
+UNREACHABLE_PAUSE_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,10 @@ class _Bench:
             while (i := self._take()) is not None:
                 rec = await self._one(stage, i, ready)
                 ready = rec.end
+                if rec.outcome in (Outcome.ERROR, Outcome.BUSY):
+                    # not a tight loop against a server that refuses everything
+                    ready += FAILURE_PAUSE_S if rec.status else UNREACHABLE_PAUSE_S
+                    await self._sleep_until(ready)
 
         await asyncio.gather(*(stream(k) for k in range(n)))
 
