@@ -9,6 +9,7 @@ writable folder before it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -117,6 +118,8 @@ def run_command(args: argparse.Namespace, env: Streams) -> int:
         raise BenchError(f"--timeout {args.timeout:g}: must be above 0 seconds")
     for option, path in (("--json", args.json), ("--csv", args.csv), ("--plot", args.plot)):
         _check_writable(option, path)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise BenchError("--plot needs matplotlib; install it (pip install matplotlib)")
     url = parse_url(args.url or os.environ.get("OLLAMA_HOST") or DEFAULT_URL).base
     target = Target(url, args.model, Api(args.api), args.timeout)
     show = not args.no_progress and args.json != "-"
