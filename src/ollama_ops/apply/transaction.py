@@ -30,6 +30,7 @@ from ollama_ops.errors import (
 )
 from ollama_ops.host.systemd import SystemManager
 from ollama_ops.model.deployment import Deployment
+from ollama_ops.plan.preflight import preflight  # plan, apply and audit share it
 from ollama_ops.runtime import Runtime
 from ollama_ops.unitfile import effective
 
@@ -64,26 +65,6 @@ def packaged_unit(root: Path, unit_name: str, reported: str | None) -> str | Non
     if path is not None and path in store.owned_files(root):
         return None
     return path
-
-
-def preflight(deployment: Deployment, root: Path) -> None:
-    """Refuse, before writing anything, a plan whose write paths do not exist.
-
-    systemd fails such a unit with status 226/NAMESPACE; saying so up front
-    beats a restart and an automatic rollback.
-    """
-    for setting in deployment.active():
-        path = setting.value or ""
-        # "-/x" may be missing; a plain path must exist.
-        if (
-            setting.key == "ReadWritePaths"
-            and path.startswith("/")
-            and not host_path(root, path).is_dir()
-        ):
-            raise OpsError(
-                f"ReadWritePaths={setting.value} ({setting.reason}) does not exist under "
-                f"{root}; create it, owned by the service user, before applying"
-            )
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from ollama_ops.audit.context import Ctx, Var, finding
 from ollama_ops.audit.model import Finding, Severity
-from ollama_ops.audit.values import Size, parse_memory
+from ollama_ops.audit.values import Size, parse_go_int, parse_memory
 from ollama_ops.errors import FactsError
 from ollama_ops.model.config import format_size
 from ollama_ops.model.facts import format_cpu_list, parse_cpu_list
@@ -148,7 +148,7 @@ def rule_gpu_env(ctx: Ctx) -> Iterator[Finding]:
             continue
         var, parts = found
         indexes = {g.index for g in gpus} | set(range(len(gpus)))
-        numeric = [p for p in parts if p.lstrip("-").isdigit()]
+        numeric = [p for p in parts if parse_go_int(p) is not None]
         if not gpus and parts:
             yield finding(
                 "gpus-not-on-host",
@@ -159,7 +159,7 @@ def rule_gpu_env(ctx: Ctx) -> Iterator[Finding]:
                 f"remove {name}=",
             )
             continue
-        bad = [p for p in numeric if int(p) not in indexes]
+        bad = [p for p in numeric if parse_go_int(p) not in indexes]
         if not bad:
             continue
         # CUDA stops at the first invalid index: the ones before it stay visible.
@@ -218,9 +218,8 @@ def rule_gomaxprocs(ctx: Ctx) -> Iterator[Finding]:
     var = ctx.env.get("GOMAXPROCS")
     if var is None:
         return
-    try:
-        value = int(var.value.strip())
-    except ValueError:
+    value = parse_go_int(var.value.strip())
+    if value is None:
         yield finding(
             "env-not-a-number",
             Severity.WARNING,
