@@ -224,7 +224,7 @@ def _allowed_cpus(value: object, where: str) -> str:
     text = _str(value, where)
     if text in ("auto", "none"):
         return text
-    if not re.fullmatch(r"[0-9,-]+", text) or cpu_ranges(text) is None:
+    if not re.fullmatch(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*", text) or cpu_ranges(text) is None:
         raise ConfigError(
             f'{where} = {shown(text)}; write "auto", "none" or a CPU list such as "0-15,32-47" '
             f"(ASCII digits, CPUs below {MAX_CPUS})"
