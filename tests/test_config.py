@@ -327,3 +327,17 @@ def test_wait_seconds_must_be_finite_and_positive(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         wait_seconds(text)
     assert wait_seconds("0.5") == 0.5
+
+
+def test_readme_config_table_is_the_setting_table() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- config-keys:start -->\n")[1].split("<!-- config-keys:end -->")[0]
+    assert block == config.keys_table()
+
+
+def test_every_setting_row_parses_its_own_example() -> None:
+    for row in config.SETTINGS:
+        cfg = config.loads(f"[{row.section}]\n{row.key} = {row.example}\n", "example")
+        assert row.dotted in cfg.set_keys
+        parsed = getattr(getattr(cfg, row.section), row.key)
+        assert parsed is not None, row.dotted

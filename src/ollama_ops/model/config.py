@@ -285,7 +285,7 @@ SETTINGS: tuple[ConfigSetting, ...] = (
     ConfigSetting("limits", "allowed_cpus", _allowed_cpus, None,
                   '"auto" (the GPUs\' NUMA node), "none", or a CPU list', '"0-15"'),
     ConfigSetting("limits", "nofile", _nofile, None,
-                  "LimitNOFILE= (1024-1073741816; rule: 65536)", "65536"),
+                  "LimitNOFILE= (rule: 65536)", "65536"),
     ConfigSetting("hardening", "relax", _names, (),
                   "directives to leave at systemd's default", '["MemoryDenyWriteExecute"]'),
     ConfigSetting("hardening", "read_write_paths", _writable_paths, (),
