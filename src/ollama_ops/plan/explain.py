@@ -107,7 +107,6 @@ def report(
     ]
     if deployment.notes:
         out += ["", "Notes:"] + [f"  - {printable(n)}" for n in deployment.notes]
-    out += ["", *guide_section(deployment)]
     out += ["", f"Files (under {root}):"]
     changed = {c.path: c.kind for c in changes}
     paths = sorted({*changed, deployment.dropin_path})
@@ -115,5 +114,7 @@ def report(
     out += [
         "",
         diff_text.rstrip() if diff_text else "No changes: the installed files match the plan.",
+        "",
+        *guide_section(deployment),
     ]
     return "\n".join(out) + "\n"
