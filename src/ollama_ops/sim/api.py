@@ -31,7 +31,7 @@ def json_bytes(body: bytes, status: int = 200) -> web.Response:
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     return json_bytes(body, status)
 
 

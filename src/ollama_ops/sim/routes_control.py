@@ -3,18 +3,30 @@
 
 from __future__ import annotations
 
-import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import VERSION
-from .api import json_response
+from .api import ApiError, json_response, read_body
 from .faults import FAULTS, FaultError
+from .gojson import BindError, decode_body
 
 if TYPE_CHECKING:
     from .server import SimServer
+
+
+def _spec_list(body: dict[str, Any], key: str) -> list[str]:
+    """``"set"``/``"clear"``: a string, a list of strings, or absent/null."""
+    value = body.get(key)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise FaultError(f'"{key}" must be a fault spec or a list of fault specs')
 
 
 class ControlRoutes:
@@ -33,20 +45,20 @@ class ControlRoutes:
         return json_response({"faults": self.server.faults.snapshot(), "known": sorted(FAULTS)})
 
     async def h_faults_post(self, request: web.Request) -> web.Response:
+        """Set and clear faults; a bad body or spec changes nothing and answers 400."""
         faults = self.server.faults
         try:
-            body = json.loads((await request.read()) or b"{}")
+            raw = await read_body(request)
+            body = decode_body(raw) if raw.strip() else {}
             if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-            set_specs = body.get("set") or []
-            clear = body.get("clear") or []
-            if isinstance(set_specs, str):
-                set_specs = [set_specs]
-            if isinstance(clear, str):
-                clear = [clear]
-            faults.apply([str(s) for s in set_specs], [str(c) for c in clear])
-        except (ValueError, FaultError) as e:
+                raise FaultError("the body must be a JSON object")
+            set_specs = _spec_list(body, "set")
+            clear = _spec_list(body, "clear")
+            faults.apply(set_specs, clear)
+        except (BindError, FaultError) as e:
             return json_response({"error": str(e)}, 400)
+        except ApiError as e:
+            return json_response({"error": e.message}, e.status)
         return json_response({"faults": faults.snapshot()})
 
     async def h_state(self, request: web.Request) -> web.Response:

@@ -33,10 +33,13 @@ def _param_count(size: str) -> int:
 def _expires_iso(t: float) -> str:
     """time.Time JSON of an expiry; forever is now + MaxInt64 ns, as in Go."""
     tz = datetime.datetime.now().astimezone().tzinfo
-    if math.isinf(t):
-        now = datetime.datetime.now(tz)
-        return (now + datetime.timedelta(microseconds=(2**63 - 1) // 1000)).isoformat()
-    return datetime.datetime.fromtimestamp(t, tz).isoformat()
+    if not math.isinf(t):
+        try:
+            return datetime.datetime.fromtimestamp(t, tz).isoformat()
+        except (OverflowError, ValueError, OSError):
+            pass  # beyond year 9999: saturate, as Go's Time.Add does
+    now = datetime.datetime.now(tz)
+    return (now + datetime.timedelta(microseconds=(2**63 - 1) // 1000)).isoformat()
 
 
 class ModelRoutes:

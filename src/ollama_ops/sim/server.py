@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import CLIENT_MAX_SIZE
+from .api import CLIENT_MAX_SIZE, error_response
 from .engine import Scheduler, Stats
 from .envconfig import ServerEnv
 from .faults import FaultState
@@ -239,6 +239,14 @@ class SimServer:
         except asyncio.CancelledError:
             status = 499
             raise
+        except Exception as e:  # a simulator bug: Ollama's recovery answers 500, so do we
+            self.log.error(
+                "handler failed (simulator bug)",
+                src="sim",
+                path=request.path,
+                error=f"{type(e).__name__}: {e}",
+            )
+            return error_response("native", 500, f"internal simulator error: {type(e).__name__}")
         finally:
             peer = request.remote or ""
             self.log.access(status, time.monotonic() - t0, peer, request.method, request.path)
