@@ -8,6 +8,7 @@ Route groups, one module each:
 * routes_generate.py: ``POST /api/generate``, ``POST /api/chat``;
 * routes_openai.py: ``POST /v1/chat/completions``, ``POST /v1/completions``,
   ``GET /v1/models``, ``GET /v1/models/{model}``;
+* routes_store.py: ``POST /api/pull``, ``DELETE /api/delete``;
 * routes_control.py (only with ``--control``): ``GET|POST /_sim/faults``,
   ``GET /_sim/state``, ``GET /_sim/stats``, ``POST /_sim/stats/reset``.
 
@@ -37,10 +38,13 @@ from .faults import FaultState
 from .inference import InferenceCore
 from .logs import Logger
 from .profile import ModelProfile, Profile
+from .pull import Puller
 from .routes_control import ControlRoutes
 from .routes_generate import GenerateRoutes
 from .routes_models import ModelRoutes
 from .routes_openai import OpenAIRoutes
+from .routes_store import StoreRoutes
+from .store import InvalidName, ModelName, ModelStore, StoredModel, parse_name
 
 
 @dataclass
@@ -53,6 +57,7 @@ class SimConfig:
     control: bool = False
     queue_mode: str = "ollama"
     sigusr1_faults: list[str] = field(default_factory=lambda: ["hang"])
+    registry: str | None = None  # base URL of the registry /api/pull uses
 
 
 class SimServer:
@@ -75,6 +80,11 @@ class SimServer:
         self._memory_task: asyncio.Task[None] | None = None
         self._crash_handle: asyncio.TimerHandle | None = None
         self.address: tuple[str, int] = ("", 0)
+        self.store = ModelStore(config.env.models)
+        self.puller = Puller(self.store, config.registry, log)
+        self.stored: dict[str, StoredModel] = {}  # by full name
+        self._stored_by_short: dict[str, StoredModel] = {}
+        self._hidden: set[str] = set()  # profile models removed with /api/delete
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -90,6 +100,7 @@ class SimServer:
             queue_mode=self.config.queue_mode,
         )
         self.sched.start()
+        self.refresh_store()
         self.faults.add_listener(self._on_fault)
         app = self._make_app()
         runner_kw, site_kw = _runner_options()
@@ -193,19 +204,64 @@ class SimServer:
 
     # ------------------------------------------------------------------ app
 
+    # ------------------------------------------------------------------ models
+
     def models(self) -> list[ModelProfile]:
-        """The models this server has, in the profile's order."""
+        """The models this server has: the store's, newest first, then the profile's."""
+        stored = sorted(self.stored.values(), key=lambda s: -s.modified)
         p = self.config.profile
-        return [p.models[n] for n in p.ordered] if p.ordered else list(p.models.values())
+        profile = [p.models[n] for n in p.ordered] if p.ordered else list(p.models.values())
+        shadowed = {s.profile.name for s in stored} | self._hidden
+        return [s.profile for s in stored] + [m for m in profile if m.name not in shadowed]
 
     def lookup(self, name: str) -> ModelProfile | None:
-        return self.config.profile.lookup(name)
+        """The model a request names: the store's first, then the profile's."""
+        if self.stored:
+            try:
+                found = self.stored.get(parse_name(name).full)
+            except InvalidName:
+                found = None
+            if found is not None:
+                return found.profile
+        m = self.config.profile.lookup(name)
+        return None if m is None or m.name in self._hidden else m
+
+    def digest_of(self, m: ModelProfile) -> str:
+        s = self._stored_by_short.get(m.name)
+        return s.digest if s is not None and s.profile is m else m.digest
+
+    def modified_of(self, m: ModelProfile) -> datetime.datetime:
+        s = self._stored_by_short.get(m.name)
+        if s is not None and s.profile is m:
+            return datetime.datetime.fromtimestamp(s.modified).astimezone()
+        return self.started_wall
+
+    def refresh_store(self) -> None:
+        """Read the models in OLLAMA_MODELS again (at start, after a pull or delete)."""
+        stored, problems = self.store.scan()
+        for problem in problems:
+            self.log.warn("skipping a model in the store", src="sim", error=problem)
+        self.stored = stored
+        self._stored_by_short = {s.profile.name: s for s in stored.values()}
+
+    def delete_model(self, name: ModelName) -> bool:
+        """/api/delete: remove a stored model, or hide a profile one. False if unknown."""
+        if name.full in self.stored:
+            self.store.remove(name)
+            self.refresh_store()
+            return True
+        m = self.config.profile.lookup(name.short)
+        if m is None or m.name in self._hidden:
+            return False
+        self._hidden.add(m.name)
+        return True
 
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[self._middleware])
         core = InferenceCore(self)
         groups: list[Any] = [
             ModelRoutes(self),
+            StoreRoutes(self),
             GenerateRoutes(core),
             OpenAIRoutes(self, core),
         ]
