@@ -37,6 +37,7 @@ POST_ROUTES = (
     "/api/generate",
     "/api/chat",
     "/api/show",
+    "/api/pull",
     "/v1/chat/completions",
     "/v1/completions",
 )
@@ -75,8 +76,9 @@ def check_answer(r: httpx.Response) -> None:
             message = err["message"] if isinstance(err, dict) else err
             assert isinstance(message, str) and message
             if r.status_code == 500:
-                # The only 500s Ollama gives for a request body: api.Options.FromMap.
-                assert message.startswith('option "'), message
+                # The only 500s Ollama gives for a request body: api.Options.FromMap,
+                # and a failed pull (this simulator has no registry).
+                assert message.startswith(('option "', "pull model manifest: ")), message
     elif ctype.startswith("application/x-ndjson"):
         assert r.status_code == 200
         lines = [_strict_json(line) for line in r.text.splitlines() if line]
@@ -172,6 +174,16 @@ def test_decode_body_refuses_what_go_refuses() -> None:
         with pytest.raises(BindError):
             decode_body(raw)
     assert decode_body(b"[1.5, 2, -0.0]") == [1.5, 2, -0.0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"model":NaN}', b'{"model":1e400}', b"[" * 50_000, b'{"model":"\\ud800"}', b"\xff"],
+)
+def test_delete_refuses_hostile_bodies(http: httpx.Client, body: bytes) -> None:
+    r = http.request("DELETE", "/api/delete", content=body)
+    assert r.status_code in (400, 404)
+    assert isinstance(_strict_json(r.text)["error"], str)
 
 
 @pytest.mark.parametrize(
