@@ -21,8 +21,10 @@ sys.path.insert(0, str(REPO))
 
 from tests.systemd.nspawn import INSTALLER_UNIT, SUITES, Container  # noqa: E402
 
-from ollama_ops import config, plan, render  # noqa: E402
-from ollama_ops import facts as facts_mod  # noqa: E402
+from ollama_ops.model import config  # noqa: E402
+from ollama_ops.model import facts as facts_mod  # noqa: E402
+from ollama_ops.plan import compose as plan  # noqa: E402
+from ollama_ops.render import systemd as render  # noqa: E402
 
 DROPIN_DIR = "/etc/systemd/system/ollama.service.d"
 HOSTS = ("cpu-small", "nvidia-1x24g", "amd-rocm")

@@ -17,7 +17,11 @@ import time
 import timeit
 from pathlib import Path
 
-from ollama_ops import config, plan, probe, render
+from ollama_ops.host import probe
+from ollama_ops.model import config
+from ollama_ops.plan import compose as plan
+from ollama_ops.render import systemd as render
+from ollama_ops.runtime import Runtime
 
 BUDGET_S = 1.0
 
@@ -39,7 +43,7 @@ def main() -> int:
     cli = exe.parent / "ollama-ops"
     bare = wall([str(exe), "-c", "pass"], args.runs)
     full = wall([str(cli), "plan"], args.runs)
-    facts = probe.probe_host(Path("/"))
+    facts = probe.probe_host(Runtime())
     cfg = config.DeploymentConfig()
     loops = 200
     pure = timeit.timeit(lambda: render.render(plan.build(facts, cfg)), number=loops) / loops

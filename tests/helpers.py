@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ollama_ops import facts
+from ollama_ops.errors import CommandError
+from ollama_ops.model import facts
+from ollama_ops.runtime import Runtime
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTS = sorted((FIXTURES / "hosts").glob("*.json"))
@@ -34,13 +36,28 @@ WantedBy=default.target
 
 
 class FakeSystemctl:
-    """Records calls; `fail_start` makes the unit crash-loop like a bad config."""
+    """Records calls; `fail_start` makes the unit crash-loop like a bad config.
 
-    def __init__(self, props: dict[str, str] | None = None, *, fail_start: bool = False) -> None:
+    `down` is a host whose systemd does not answer (a container without it as PID 1).
+    """
+
+    def __init__(
+        self, props: dict[str, str] | None = None, *, fail_start: bool = False, down: bool = False
+    ) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.props = props or {}
         self.fail_start = fail_start
+        self.down = down
         self.started = False
+
+    def manager_version(self) -> str:
+        self.calls.append(("show", "-p", "Version"))
+        if self.down:
+            raise CommandError(
+                "systemctl show -p Version --value exited 1: System has not been booted with "
+                "systemd as init system (PID 1). Can't operate."
+            )
+        return "255.4-1"
 
     def daemon_reload(self) -> None:
         self.calls.append(("daemon-reload",))
@@ -74,3 +91,35 @@ class FakeSystemctl:
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
         return ["Error: mkdir /srv/models/blobs: permission denied"] if self.fail_start else []
+
+
+class FakeOllama:
+    """The Ollama API as apply's health wait sees it; records the URLs asked."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+        self.asked: list[str] = []
+
+    def is_up(self, base_url: str, timeout: float = 2.0) -> bool:
+        self.asked.append(base_url)
+        return self.up
+
+    def version(self, base_url: str, timeout: float = 2.0) -> str | None:
+        return "0.33.0" if self.up else None
+
+
+def fake_runtime(
+    root: Path,
+    systemctl: FakeSystemctl | None = None,
+    *,
+    ollama: FakeOllama | None = None,
+    live: bool | None = None,
+) -> Runtime:
+    """A runtime on ``root``: live (with ``systemctl``) when a fake systemctl is given."""
+    return Runtime(
+        root=root,
+        ollama=ollama or FakeOllama(),
+        sleep=lambda seconds: None,
+        make_systemctl=(lambda: systemctl) if systemctl is not None else None,
+        live_override=live if live is not None else (True if systemctl is not None else None),
+    )

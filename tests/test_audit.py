@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import audit, config, plan, render, systemd, unit
+from ollama_ops import audit
 from ollama_ops.audit import EnvFile, Finding, Report, RootFiles, Severity
 from ollama_ops.errors import CommandError, OpsError
-from ollama_ops.facts import HostFacts, OllamaInstall
+from ollama_ops.host import systemd
+from ollama_ops.model import config
+from ollama_ops.model.facts import HostFacts, OllamaInstall
+from ollama_ops.plan import compose as plan
+from ollama_ops.render import systemd as render
+from ollama_ops.unitfile import effective as effective_mod
+from ollama_ops.unitfile import syntax as unit
 from tests.helpers import HOSTS, host
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
@@ -55,7 +61,7 @@ def run(
     version: int = 252,
     files: RootFiles | None = None,
 ) -> list[Finding]:
-    effective = unit.load_effective(root, "ollama.service")
+    effective = effective_mod.load_effective(root, "ollama.service")
     if files is None:
         files = audit.read_root_files(root, effective)
     return audit.check(effective, facts, version, files)
@@ -471,7 +477,7 @@ def test_env_file_parser() -> None:
 
 
 def test_unreadable_environment_file_is_a_warning() -> None:
-    effective = unit.EffectiveUnit(
+    effective = effective_mod.EffectiveUnit(
         "ollama.service",
         "/etc/systemd/system/ollama.service",
         (),
@@ -648,7 +654,7 @@ def test_nvidia_uvm_implied_no_new_privileges(tmp_path: Path) -> None:
     assert only(implied, "nvidia-uvm-not-loaded").directive == "RestrictSUIDSGID"
     assert "nvidia-uvm-not-loaded" not in ids(check(tmp_path / "b", NVIDIA_CLOSED, facts=gpu))
     # Not looked at (pure call without root files): no guess.
-    effective = unit.load_effective(
+    effective = effective_mod.load_effective(
         make_root(tmp_path / "c", NVIDIA_CLOSED + "NoNewPrivileges=yes\n"), "ollama.service"
     )
     assert "nvidia-uvm-not-loaded" not in ids(audit.check(effective, gpu, 252))

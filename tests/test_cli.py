@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import cli
+from ollama_ops.cli import main as cli
+from ollama_ops.cli.common import Env
+from ollama_ops.errors import ExitStatus
+from ollama_ops.runtime import Runtime
 from tests.helpers import FIXTURES
 
 
-def run(*argv: str) -> tuple[int, str, str]:
+def run(*argv: str, env: Env | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), cli.Env(stdout=out, stderr=err))
+    env = env or Env()
+    env.stdout, env.stderr = out, err
+    code = cli.main(list(argv), env)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -46,7 +51,7 @@ def test_plan_explains_and_diffs(root: Path) -> None:
 
 def test_apply_dry_run_then_apply_then_nothing(root: Path) -> None:
     code, out, _ = run("apply", "--facts", FACTS, "--root", str(root), "--dry-run")
-    assert code == cli.Exit.CHANGES_PENDING
+    assert code == ExitStatus.CHANGES_PENDING
     assert "+++ b/" in out
     assert not (root / "etc/systemd/system/ollama.service.d").exists()
     code, out, _ = run("apply", "--facts", FACTS, "--root", str(root))
@@ -91,7 +96,7 @@ def test_bad_config_one_line_nonzero_nothing_written(root: Path, content: str, n
     cfg.write_text(content)
     before = sorted(p for p in root.rglob("*"))
     code, _out, err = run("apply", "--facts", FACTS, "--config", str(cfg), "--root", str(root))
-    assert code == cli.Exit.USAGE
+    assert code == ExitStatus.BAD_INPUT
     assert needle in err
     assert err.count("\n") == 1
     assert err.startswith("ollama-ops: error: ")
@@ -112,36 +117,34 @@ def test_bad_facts_one_line(root: Path, tmp_path: Path, content: str, needle: st
     facts_file = tmp_path / "f.json"
     facts_file.write_text(content)
     code, _, err = run("plan", "--facts", str(facts_file), "--root", str(root))
-    assert code == cli.Exit.USAGE
+    assert code == ExitStatus.BAD_INPUT
     assert needle in err
     assert err.count("\n") == 1
 
 
 def test_missing_root_and_missing_facts_file(tmp_path: Path) -> None:
     code, _, err = run("plan", "--root", str(tmp_path / "nope"))
-    assert code == cli.Exit.USAGE
+    assert code == ExitStatus.BAD_INPUT
     assert "is not a directory" in err
     code, _, err = run("plan", "--facts", str(tmp_path / "nope.json"), "--root", str(tmp_path))
-    assert code == cli.Exit.USAGE
+    assert code == ExitStatus.BAD_INPUT
     assert "cannot be read" in err
 
 
-def test_rollback_without_generation(root: Path) -> None:
-    code, _, err = run("rollback", "--root", str(root))
-    assert code == cli.Exit.APPLY
-    assert "nothing to roll back" in err
+def test_rollback_without_generation_is_not_a_failure(root: Path) -> None:
+    code, out, _ = run("rollback", "--root", str(root))
+    assert code == ExitStatus.OK
+    assert "nothing to roll back" in out
 
 
 def test_live_apply_without_systemctl_fails_before_writing(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ollama_ops import apply
-
-    monkeypatch.setattr(apply, "is_live", lambda r: True)
     monkeypatch.setenv("PATH", str(root))
     before = sorted(root.rglob("*"))
-    code, _, err = run("apply", "--facts", FACTS, "--root", str(root))
-    assert code == cli.Exit.COMMAND
+    live = Env(make_runtime=lambda r: Runtime(root=r, live_override=True))
+    code, _, err = run("apply", "--facts", FACTS, "--root", str(root), env=live)
+    assert code == ExitStatus.COMMAND_FAILED
     assert "systemctl not found" in err
     assert sorted(root.rglob("*")) == before
 
@@ -160,13 +163,13 @@ def test_audit_exit_code_follows_worst_finding(root: Path) -> None:
     # The fixture host runs systemd 255, so RestartSteps= is known there.
     assert {"misplaced-key", "api-exposed", "home-not-writable"} <= ids
     assert code == {"warning": 10, "error": 11, "critical": 12}[report["worst"]]
-    assert code >= cli.Exit.AUDIT_ERROR
+    assert code >= ExitStatus.AUDIT_ERROR
 
     dropin.unlink()
     code, _, err = run("apply", "--facts", FACTS, "--root", str(root))
     assert code == 0, err
     code, out, _ = run("audit", "--root", str(root), "--facts", FACTS)
-    assert code == cli.Exit.OK, out
+    assert code == ExitStatus.OK, out
 
 
 def test_simulate_passes_every_argument_to_the_simulator(
@@ -188,7 +191,9 @@ def test_simulate_serves_the_api(tmp_path: Path) -> None:
     import sys
     import time
 
-    from ollama_ops import api
+    from ollama_ops.host.ollama_api import HttpOllama
+
+    api = HttpOllama()
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -226,7 +231,7 @@ def test_facts_values_that_would_split_a_unit_line_are_refused(
     facts_file = tmp_path / "f.json"
     facts_file.write_text(json.dumps(data))
     code, _, err = run("apply", "--facts", str(facts_file), "--root", str(root))
-    assert code == cli.Exit.USAGE
+    assert code == ExitStatus.BAD_INPUT
     assert f"ollama.{field}" in err
     assert err.count("\n") == 1
     assert not (root / "etc/systemd/system/ollama.service.d").exists()
@@ -273,7 +278,7 @@ def test_malformed_facts_types_are_one_line(
     facts_file = tmp_path / "f.json"
     facts_file.write_bytes(content)
     code, _, err = run("plan", "--facts", str(facts_file), "--root", str(root))
-    assert code == cli.Exit.USAGE
+    assert code == ExitStatus.BAD_INPUT
     assert needle in err and err.count("\n") == 1
 
 
@@ -283,4 +288,4 @@ def test_dry_run_checks_what_apply_would_refuse(root: Path, tmp_path: Path) -> N
     code, _, err = run(
         "apply", "--facts", FACTS, "--config", str(cfg), "--root", str(root), "--dry-run"
     )
-    assert code == cli.Exit.USAGE and "does not exist" in err
+    assert code == ExitStatus.BAD_INPUT and "does not exist" in err

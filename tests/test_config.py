@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import config
 from ollama_ops.errors import ConfigError
+from ollama_ops.model import bind, config
 
 
 def test_empty_config_is_all_rules() -> None:
@@ -104,7 +104,7 @@ def test_parse_size(text: str, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("bind", "expected"),
+    ("value", "expected"),
     [
         ("127.0.0.1:11434", ("127.0.0.1", 11434)),
         ("http://0.0.0.0:8080", ("0.0.0.0", 8080)),
@@ -113,8 +113,8 @@ def test_parse_size(text: str, expected: int) -> None:
         (":11434", ("0.0.0.0", 11434)),
     ],
 )
-def test_validate_bind(bind: str, expected: tuple[str, int]) -> None:
-    assert config.validate_bind(bind) == expected
+def test_validate_bind(value: str, expected: tuple[str, int]) -> None:
+    assert bind.validate_bind(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -131,3 +131,17 @@ def test_paths_that_would_open_the_system_are_refused(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.loads(text, "cfg")
     assert "\n" not in str(info.value)
+
+
+def test_readme_config_table_is_the_setting_table() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- config-keys:start -->\n")[1].split("<!-- config-keys:end -->")[0]
+    assert block == config.keys_table()
+
+
+def test_every_setting_row_parses_its_own_example() -> None:
+    for row in config.SETTINGS:
+        cfg = config.loads(f"[{row.section}]\n{row.key} = {row.example}\n", "example")
+        assert row.dotted in cfg.set_keys
+        parsed = getattr(getattr(cfg, row.section), row.key)
+        assert parsed is not None, row.dotted

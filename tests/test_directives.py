@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import directives, proc, unit
-from ollama_ops.directives import DIRECTIVES, KNOWN_SECTION_KEYS, Directive
+from ollama_ops.host import proc
+from ollama_ops.unitfile import directives
+from ollama_ops.unitfile import syntax as unit
+from ollama_ops.unitfile.directives import DIRECTIVES, KNOWN_SECTION_KEYS, Directive
 
 SEED_GUIDE = Path("/work/shared/reference/seed-guide.txt")
 

@@ -4,15 +4,17 @@ import dataclasses
 
 import pytest
 
-from ollama_ops import config, plan
 from ollama_ops.errors import PlanError
-from ollama_ops.facts import HostFacts, NumaNode, OllamaInstall
+from ollama_ops.model import config
+from ollama_ops.model import deployment as deployment_mod
+from ollama_ops.model.facts import HostFacts, NumaNode, OllamaInstall
+from ollama_ops.plan import compose as plan
 from tests.helpers import host
 
 GiB = 1024**3
 
 
-def settings(d: plan.Deployment) -> dict[str, str]:
+def settings(d: deployment_mod.Deployment) -> dict[str, str]:
     out: dict[str, str] = {}
     for s in d.settings:
         if s.value:
@@ -45,11 +47,11 @@ def test_config_overrides_are_marked_as_config() -> None:
     d = plan.build(host("cpu-small"), cfg)
     by_key = {s.key: s for s in d.settings if s.value}
     assert by_key["MemoryMax"].value == str(6 * GiB)
-    assert by_key["MemoryMax"].source is plan.Source.CONFIG
-    assert by_key["CPUWeight"].source is plan.Source.CONFIG
+    assert by_key["MemoryMax"].source is deployment_mod.Source.CONFIG
+    assert by_key["CPUWeight"].source is deployment_mod.Source.CONFIG
     assert by_key["OLLAMA_NUM_PARALLEL"].value == "3"
-    assert by_key["OLLAMA_NUM_PARALLEL"].source is plan.Source.CONFIG
-    assert by_key["OLLAMA_KEEP_ALIVE"].source is plan.Source.RULE
+    assert by_key["OLLAMA_NUM_PARALLEL"].source is deployment_mod.Source.CONFIG
+    assert by_key["OLLAMA_KEEP_ALIVE"].source is deployment_mod.Source.RULE
 
 
 def test_memory_high_above_max_is_refused() -> None:
@@ -120,7 +122,7 @@ def test_no_ollama_user_means_dynamic_user_and_a_base_unit() -> None:
     facts = dataclasses.replace(host("cpu-small"), ollama=OllamaInstall())
     d = plan.build(facts, config.DeploymentConfig())
     assert d.write_base_unit
-    assert (plan.Section.SERVICE, "DynamicUser", "yes") in d.base_unit
+    assert (deployment_mod.Section.SERVICE, "DynamicUser", "yes") in d.base_unit
     assert settings(d)["StateDirectory"] == "ollama"
     assert any("not installed" in n for n in d.notes)
 
@@ -153,8 +155,8 @@ def test_directives_newer_than_target_are_left_out(version: int, present: bool) 
 def test_start_limits_go_to_the_unit_section() -> None:
     d = plan.build(host("cpu-small"), config.DeploymentConfig())
     sections = {s.key: s.section for s in d.settings}
-    assert sections["StartLimitIntervalSec"] is plan.Section.UNIT
-    assert sections["StartLimitBurst"] is plan.Section.UNIT
+    assert sections["StartLimitIntervalSec"] is deployment_mod.Section.UNIT
+    assert sections["StartLimitBurst"] is deployment_mod.Section.UNIT
 
 
 def test_relax_leaves_directive_out_with_reason() -> None:
@@ -163,7 +165,7 @@ def test_relax_leaves_directive_out_with_reason() -> None:
     )
     s = next(s for s in d.settings if s.key == "MemoryDenyWriteExecute")
     assert s.value is None
-    assert s.source is plan.Source.CONFIG
+    assert s.source is deployment_mod.Source.CONFIG
     with pytest.raises(PlanError, match="not a directive"):
         plan.build(host("cpu-small"), config.loads('[hardening]\nrelax = ["Bogus"]\n'))
 

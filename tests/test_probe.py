@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import types
 from collections.abc import Sequence
@@ -12,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from ollama_ops import facts, probe, proc
 from ollama_ops.errors import CommandError, FactsError
-from ollama_ops.facts import Gpu, GpuVendor, HostFacts, NumaNode
+from ollama_ops.host import nvml, probe, proc, systemd
+from ollama_ops.model import facts
+from ollama_ops.model.facts import Gpu, GpuVendor, HostFacts, NumaNode
+from ollama_ops.runtime import Runtime
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hosts"
 GIB = 1024**3
@@ -49,11 +50,15 @@ def fake_run(outputs: dict[str, str], calls: list[tuple[str, ...]] | None = None
     return run
 
 
-@pytest.fixture
-def live(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let a tmp_path root count as "/" so the live-only paths run (mocked)."""
-    monkeypatch.setattr(probe, "_is_live", lambda root: True)
-    monkeypatch.setattr(socket, "gethostname", lambda: "live-host")
+def live_rt(root: Path, *, run: Any = None, nvml: Any = None) -> Runtime:
+    """A tmp_path root that counts as "/", so the live-only paths run (with fakes)."""
+    return Runtime(
+        root=root,
+        run=run or fake_run({}),
+        nvml=nvml or (lambda: None),
+        hostname=lambda: "live-host",
+        live_override=True,
+    )
 
 
 # ---------------------------------------------------------------- whole hosts
@@ -64,7 +69,7 @@ def test_cpu_only_single_node(tmp_path: Path) -> None:
     write(root, "sys/devices/system/node/node0/cpulist", "0-7\n")
     write(root, "etc/hostname", "small\n")
 
-    got = probe.probe_host(root)
+    got = probe.probe_host(Runtime(root=root))
 
     assert got == HostFacts(
         memory_bytes=16 * GIB,
@@ -81,7 +86,7 @@ def test_cpu_only_single_node(tmp_path: Path) -> None:
 
 def test_no_numa_in_sysfs_gives_one_node_with_all_cpus(tmp_path: Path) -> None:
     root = make_host(tmp_path, online="0-5,8")
-    got = probe.probe_host(root)
+    got = probe.probe_host(Runtime(root=root))
     assert got.cpus == 7
     assert got.numa_nodes == (NumaNode(0, "0-5,8"),)
     assert got.hostname == ""
@@ -91,29 +96,24 @@ def test_no_online_file_counts_numa_cpus(tmp_path: Path) -> None:
     root = make_host(tmp_path, online=None)
     write(root, "sys/devices/system/node/node0/cpulist", "0-1\n")
     write(root, "sys/devices/system/node/node1/cpulist", "2-3\n")
-    assert probe.probe_host(root).cpus == 4
+    assert probe.probe_host(Runtime(root=root)).cpus == 4
 
 
-def test_nothing_live_is_read_for_another_root(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_nothing_live_is_read_for_another_root(tmp_path: Path) -> None:
     root = make_host(tmp_path)
     write(root, "usr/local/bin/ollama", "#!/bin/sh\n")
 
     def boom(*_: Any, **__: Any) -> Any:
         raise AssertionError("a live query ran for a non-/ root")
 
-    monkeypatch.setattr(proc, "run", boom)
-    monkeypatch.setattr(probe, "_read_nvml_gpus", boom)
-    got = probe.probe_host(root)
+    got = probe.probe_host(Runtime(root=root, run=boom, nvml=boom))
+
     assert got.ollama.binary == "/usr/local/bin/ollama"
     assert got.ollama.version is None
     assert got.nvidia_gpus == ()
 
 
-def test_two_numa_nodes_nvidia_gpu_on_node1_via_nvml(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None
-) -> None:
+def test_two_numa_nodes_nvidia_gpu_on_node1_via_nvml(tmp_path: Path) -> None:
     root = make_host(tmp_path, mem_kb=512 * 1024 * 1024, online="0-63")
     write(root, "sys/devices/system/node/node1/cpulist", "16-31,48-63\n")
     write(root, "sys/devices/system/node/node0/cpulist", "0-15,32-47\n")
@@ -133,10 +133,14 @@ def test_two_numa_nodes_nvidia_gpu_on_node1_via_nvml(
         clock_max_mhz=2520,
         pci_bus_id="0000:b3:00.0",
     )
-    monkeypatch.setattr(probe, "_read_nvml_gpus", lambda: (nvml_gpu,))
-    monkeypatch.setattr(proc, "run", fake_run({"systemctl": "systemd 255 (255.4-1ubuntu8)\n"}))
 
-    got = probe.probe_host(root)
+    got = probe.probe_host(
+        live_rt(
+            root,
+            run=fake_run({"systemctl": "systemd 255 (255.4-1ubuntu8)\n"}),
+            nvml=lambda: (nvml_gpu,),
+        )
+    )
 
     assert got.numa_nodes == (NumaNode(0, "0-15,32-47"), NumaNode(1, "16-31,48-63"))
     assert got.cpus == 64
@@ -160,17 +164,15 @@ SMI_CSV = (
 )
 
 
-def test_nvidia_smi_fallback_when_nvml_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None
-) -> None:
+def test_nvidia_smi_fallback_when_nvml_fails(tmp_path: Path) -> None:
     root = make_host(tmp_path)
     write(root, "sys/bus/pci/devices/0000:17:00.0/numa_node", "0\n")
     write(root, "sys/bus/pci/devices/0000:b3:00.0/numa_node", "-1\n")
     calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr(probe, "_read_nvml_gpus", lambda: None)
-    monkeypatch.setattr(proc, "run", fake_run({"nvidia-smi": SMI_CSV}, calls))
 
-    got = probe.probe_host(root)
+    got = probe.probe_host(
+        live_rt(root, run=fake_run({"nvidia-smi": SMI_CSV}, calls), nvml=lambda: None)
+    )
 
     assert got.gpus == (
         Gpu(
@@ -202,27 +204,28 @@ def test_nvidia_smi_fallback_when_nvml_fails(
     assert got.vram_bytes == (81559 + 40960) * MIB
 
 
-def test_use_nvml_false_goes_straight_to_nvidia_smi(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None
-) -> None:
+def test_use_nvml_false_goes_straight_to_nvidia_smi(tmp_path: Path) -> None:
     root = make_host(tmp_path)
 
     def nvml() -> None:
         raise AssertionError("NVML asked although use_nvml=False")
 
-    monkeypatch.setattr(probe, "_read_nvml_gpus", nvml)
-    monkeypatch.setattr(proc, "run", fake_run({"nvidia-smi": SMI_CSV}))
-    assert len(probe.probe_host(root, use_nvml=False).nvidia_gpus) == 2
+    assert (
+        len(
+            probe.probe_host(
+                live_rt(root, run=fake_run({"nvidia-smi": SMI_CSV}), nvml=nvml), use_nvml=False
+            ).nvidia_gpus
+        )
+        == 2
+    )
 
 
 def test_no_nvml_no_nvidia_smi_no_ollama_is_normal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = make_host(tmp_path)
-    monkeypatch.setattr(probe, "_read_nvml_gpus", lambda: None)
-    monkeypatch.setattr(proc, "run", fake_run({}))  # nothing installed, not even systemctl
 
-    got = probe.probe_host(root)
+    got = probe.probe_host(live_rt(root, run=fake_run({}), nvml=lambda: None))
 
     assert got.gpus == ()
     assert got.ollama == facts.OllamaInstall()
@@ -230,15 +233,11 @@ def test_no_nvml_no_nvidia_smi_no_ollama_is_normal(
     assert "assuming 252" in caplog.text
 
 
-def test_nvidia_smi_failing_reports_no_gpus(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None
-) -> None:
+def test_nvidia_smi_failing_reports_no_gpus(tmp_path: Path) -> None:
     def run(argv: Sequence[str], **_: Any) -> proc.Completed:
         raise CommandError(f"{argv[0]} exited 9: NVIDIA-SMI has failed")
 
-    monkeypatch.setattr(probe, "_read_nvml_gpus", lambda: None)
-    monkeypatch.setattr(proc, "run", run)
-    assert probe.probe_host(make_host(tmp_path)).gpus == ()
+    assert probe.probe_host(live_rt(make_host(tmp_path), run=run, nvml=lambda: None)).gpus == ()
 
 
 def test_amd_card(tmp_path: Path) -> None:
@@ -257,7 +256,7 @@ def test_amd_card(tmp_path: Path) -> None:
     write(root, "dev/dri/renderD128")
     write(root, "dev/dri/card1")
 
-    got = probe.probe_host(root)
+    got = probe.probe_host(Runtime(root=root))
 
     assert got.amd_gpus == (
         Gpu(
@@ -279,14 +278,14 @@ def test_amd_card_without_product_name_or_node(tmp_path: Path) -> None:
     write(root, "sys/class/drm/card0/device/vendor", "0x1002\n")
     write(root, "sys/class/drm/card0/device/mem_info_vram_total", "25753026560\n")
     write(root, "sys/class/drm/card0/device/numa_node", "-1\n")
-    (gpu,) = probe.probe_host(root).gpus
+    (gpu,) = probe.probe_host(Runtime(root=root)).gpus
     assert (gpu.name, gpu.numa_node, gpu.memory_bytes) == ("", None, 25753026560)
 
 
 def test_wsl_dxg_device(tmp_path: Path) -> None:
     root = make_host(tmp_path)
     write(root, "dev/dxg")
-    assert probe.probe_host(root).device_nodes == ("/dev/dxg",)
+    assert probe.probe_host(Runtime(root=root)).device_nodes == ("/dev/dxg",)
 
 
 # ---------------------------------------------------------------- NVML reader
@@ -354,7 +353,7 @@ def test_nvml_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     monkeypatch.setitem(sys.modules, "pynvml", mod)
 
-    assert probe._read_nvml_gpus() == (
+    assert nvml.read_nvml_gpus() == (
         Gpu(
             0,
             GpuVendor.NVIDIA,
@@ -372,12 +371,12 @@ def test_nvml_reader(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_nvml_init_failure_means_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([], init_fails=True))
-    assert probe._read_nvml_gpus() is None
+    assert nvml.read_nvml_gpus() is None
 
 
 def test_nvml_missing_module_means_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import raises ImportError
-    assert probe._read_nvml_gpus() is None
+    assert nvml.read_nvml_gpus() is None
 
 
 # ---------------------------------------------------------------- parsers
@@ -393,7 +392,7 @@ def test_nvml_missing_module_means_fallback(monkeypatch: pytest.MonkeyPatch) -> 
     ],
 )
 def test_normalize_pci_bus_id(raw: str, want: str) -> None:
-    assert probe._normalize_pci_bus_id(raw) == want
+    assert nvml.normalize_pci_bus_id(raw) == want
 
 
 def test_nvidia_smi_csv_skips_junk_lines() -> None:
@@ -433,7 +432,7 @@ def test_ollama_install_from_tree(tmp_path: Path) -> None:
     write(root, "lib/systemd/system/ollama.service", "[Service]\n")
     write(root, "etc/passwd", "ollama:x:998:998::/usr/share/ollama:/bin/false\n")
     write(root, "etc/group", "ollama:x:998:\n")
-    assert probe.probe_host(root).ollama == facts.OllamaInstall(
+    assert probe.probe_host(Runtime(root=root)).ollama == facts.OllamaInstall(
         binary="/usr/bin/ollama",
         user="ollama",
         group="ollama",
@@ -459,9 +458,7 @@ def test_parse_ollama_version(output: str, want: str | None) -> None:
     assert probe._parse_ollama_version(output) == want
 
 
-def test_ollama_version_is_asked_live_with_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None
-) -> None:
+def test_ollama_version_is_asked_live_with_timeout(tmp_path: Path) -> None:
     root = make_host(tmp_path)
     write(root, "usr/local/bin/ollama")
     seen: dict[str, Any] = {}
@@ -476,17 +473,14 @@ def test_ollama_version_is_asked_live_with_timeout(
             return proc.Completed(tuple(argv), 0, out, "")
         raise CommandError("not found") from FileNotFoundError(argv[0])
 
-    monkeypatch.setattr(probe, "_read_nvml_gpus", lambda: ())
-    monkeypatch.setattr(proc, "run", run)
-    got = probe.probe_host(root)
+    got = probe.probe_host(live_rt(root, run=run, nvml=lambda: ()))
+
     assert got.ollama.version == "0.6.2"
     assert seen["argv"] == ("/usr/local/bin/ollama", "--version")
     assert seen["timeout"] == 5.0
 
 
-def test_ollama_version_failure_is_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None
-) -> None:
+def test_ollama_version_failure_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_host(tmp_path)
     write(root, "usr/local/bin/ollama")
 
@@ -495,9 +489,8 @@ def test_ollama_version_failure_is_none(
             raise CommandError(f"{argv[0]} --version: no answer after 5s")
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(probe, "_read_nvml_gpus", lambda: ())
-    monkeypatch.setattr(proc, "run", run)
-    got = probe.probe_host(root)
+    got = probe.probe_host(live_rt(root, run=run, nvml=lambda: ()))
+
     assert got.ollama.binary == "/usr/local/bin/ollama"
     assert got.ollama.version is None
 
@@ -513,7 +506,7 @@ def test_ollama_version_failure_is_none(
     ],
 )
 def test_parse_systemctl_version(output: str, want: int | None) -> None:
-    assert probe._parse_systemctl_version(output) == want
+    assert systemd.parse_systemctl_version(output) == want
 
 
 @pytest.mark.parametrize(
@@ -533,23 +526,27 @@ def test_systemd_version_from_library_file(tmp_path: Path) -> None:
     root = make_host(tmp_path)
     write(root, "usr/lib/systemd/libsystemd-shared-257.1-1.so")
     write(root, "usr/lib/systemd/libsystemd-core-257.1-1.so")
-    assert probe.probe_host(root).systemd_version == 257
+    assert probe.probe_host(Runtime(root=root)).systemd_version == 257
 
 
-def test_systemd_version_live_prefers_systemctl(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live: None
-) -> None:
+def test_systemd_version_live_prefers_systemctl(tmp_path: Path) -> None:
     root = make_host(tmp_path)
     write(root, "usr/lib/systemd/libsystemd-shared-249.so")
-    monkeypatch.setattr(probe, "_read_nvml_gpus", lambda: ())
-    monkeypatch.setattr(proc, "run", fake_run({"systemctl": "systemd 252 (252.38-1~deb12u1)\n"}))
-    assert probe.probe_host(root).systemd_version == 252
-    monkeypatch.setattr(proc, "run", fake_run({}))
-    assert probe.probe_host(root).systemd_version == 249
+    assert (
+        probe.probe_host(
+            live_rt(
+                root,
+                run=fake_run({"systemctl": "systemd 252 (252.38-1~deb12u1)\n"}),
+                nvml=lambda: (),
+            )
+        ).systemd_version
+        == 252
+    )
+    assert probe.probe_host(live_rt(root, run=fake_run({}), nvml=lambda: ())).systemd_version == 249
 
 
 def test_systemd_version_default_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert probe.probe_host(make_host(tmp_path)).systemd_version == 252
+    assert probe.probe_host(Runtime(root=make_host(tmp_path))).systemd_version == 252
     assert "assuming 252" in caplog.text
 
 
@@ -558,7 +555,7 @@ def test_systemd_version_default_warns(tmp_path: Path, caplog: pytest.LogCapture
 
 def test_missing_meminfo_is_a_facts_error(tmp_path: Path) -> None:
     with pytest.raises(FactsError) as info:
-        probe.probe_host(tmp_path)
+        probe.probe_host(Runtime(root=tmp_path))
     message = str(info.value)
     assert str(tmp_path / "proc/meminfo") in message
     assert "pass --facts FILE or run on the host itself" in message
@@ -568,14 +565,14 @@ def test_missing_meminfo_is_a_facts_error(tmp_path: Path) -> None:
 def test_meminfo_without_memtotal_is_a_facts_error(tmp_path: Path) -> None:
     write(tmp_path, "proc/meminfo", "MemFree: 10 kB\n")
     with pytest.raises(FactsError, match="MemTotal"):
-        probe.probe_host(tmp_path)
+        probe.probe_host(Runtime(root=tmp_path))
 
 
 # ---------------------------------------------------------------- this machine
 
 
 def test_probe_this_machine() -> None:
-    got = probe.probe_host(Path("/"))
+    got = probe.probe_host(Runtime())
     assert got.memory_bytes > 0
     assert got.cpus >= 1
     assert got.numa_nodes

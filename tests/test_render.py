@@ -8,8 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ollama_ops import config, plan, render, unit
 from ollama_ops.errors import ConfigError, OpsError
+from ollama_ops.model import config
+from ollama_ops.model import deployment as deployment_mod
+from ollama_ops.plan import compose as plan
+from ollama_ops.render import systemd as render
+from ollama_ops.unitfile import syntax as unit
 from tests.helpers import HOSTS, host
 
 
@@ -22,8 +26,8 @@ def test_rendered_dropin_parses_back_to_the_plan(path: object) -> None:
     written = [(a.section, a.key) for a in parsed.assignments]
     expected = [
         (
-            "Service" if s.section is plan.Section.ENV else s.section.value,
-            "Environment" if s.section is plan.Section.ENV else s.key,
+            "Service" if s.section is deployment_mod.Section.ENV else s.section.value,
+            "Environment" if s.section is deployment_mod.Section.ENV else s.key,
         )
         for s in d.settings
         if s.value is not None
@@ -50,7 +54,7 @@ _text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_siz
 
 def _rendered_or_refused(
     data: dict[str, object],
-) -> tuple[config.DeploymentConfig, plan.Deployment, str] | None:
+) -> tuple[config.DeploymentConfig, deployment_mod.Deployment, str] | None:
     """Plan and render cpu-small with ``data`` as the config; None if refused in one line."""
     try:
         cfg = config.from_dict(data, "cfg")
@@ -72,7 +76,7 @@ def test_environment_values_never_escape_their_line(value: str) -> None:
     parsed = unit.parse(text)
     env_lines = parsed.get("Service", "Environment")
     assert len(env_lines) == len(
-        [s for s in d.settings if s.section is plan.Section.ENV and s.value is not None]
+        [s for s in d.settings if s.section is deployment_mod.Section.ENV and s.value is not None]
     )
     assert unit.parse_environment(env_lines)["OLLAMA_KEEP_ALIVE"] == value
     # nothing but our own keys appeared

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ollama_ops import unit
 from ollama_ops.errors import ConfigError, UnitSyntaxError, UnsafeValueError
-from ollama_ops.unit import Assignment, EffectiveUnit
+from ollama_ops.unitfile import effective as effective_mod
+from ollama_ops.unitfile import syntax as unit
+from ollama_ops.unitfile.effective import EffectiveUnit
+from ollama_ops.unitfile.syntax import Assignment
 
 
 def triples(text: str) -> list[tuple[str, str, str]]:
@@ -410,7 +412,7 @@ def link(root: Path, inside: str, target: str) -> None:
 
 
 def test_search_path_order(tmp_path: Path) -> None:
-    rel = [p.relative_to(tmp_path).as_posix() for p in unit.unit_search_path(tmp_path)]
+    rel = [p.relative_to(tmp_path).as_posix() for p in effective_mod.unit_search_path(tmp_path)]
     assert rel == [
         "etc/systemd/system.control",
         "run/systemd/system.control",
@@ -432,7 +434,7 @@ def test_search_path_order(tmp_path: Path) -> None:
 def test_search_path_drops_lib_when_it_links_to_usr_lib(tmp_path: Path, target: str) -> None:
     (tmp_path / "usr/lib/systemd/system").mkdir(parents=True)
     os.symlink(target, tmp_path / "lib")
-    rel = [p.relative_to(tmp_path).as_posix() for p in unit.unit_search_path(tmp_path)]
+    rel = [p.relative_to(tmp_path).as_posix() for p in effective_mod.unit_search_path(tmp_path)]
     assert "lib/systemd/system" not in rel
     assert "usr/lib/systemd/system" in rel
 
@@ -440,7 +442,7 @@ def test_search_path_drops_lib_when_it_links_to_usr_lib(tmp_path: Path, target: 
 def test_fragment_takes_the_highest_priority_dir(tmp_path: Path) -> None:
     write(tmp_path, "/usr/lib/systemd/system/ollama.service", "[Service]\nExecStart=/usr/a\n")
     write(tmp_path, "/etc/systemd/system/ollama.service", "[Service]\nExecStart=/etc/a\n")
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     assert eu.fragment == "/etc/systemd/system/ollama.service"
     assert not eu.masked
     assert [a.value for a in eu.values("Service", "ExecStart")] == ["/etc/a"]
@@ -457,7 +459,7 @@ def test_dropins_sorted_by_name_across_dirs_and_masked_by_name(tmp_path: Path) -
     write(tmp_path, "/run/systemd/system/ollama.service.d/20-run.conf", "[Service]\nNice=2\n")
     write(tmp_path, "/etc/systemd/system/ollama.service.d/README", "not a drop-in")
     write(tmp_path, "/etc/systemd/system/ollama.service.d/.hidden.conf", "[Service]\nNice=7\n")
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     assert eu.dropins == (
         "/usr/lib/systemd/system/ollama.service.d/10-vendor.conf",
         "/run/systemd/system/ollama.service.d/20-run.conf",
@@ -475,7 +477,7 @@ def test_dropin_masked_by_dev_null_or_empty_file(tmp_path: Path) -> None:
     write(tmp_path, "/usr/lib/systemd/system/ollama.service.d/b.conf", "[Service]\nNice=2\n")
     link(tmp_path, "/etc/systemd/system/ollama.service.d/a.conf", "/dev/null")
     write(tmp_path, "/etc/systemd/system/ollama.service.d/b.conf", "")
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     assert eu.dropins == ()
     assert eu.values("Service", "Nice") == []
 
@@ -488,7 +490,7 @@ def test_type_level_and_dash_prefix_dropins(tmp_path: Path) -> None:
     write(tmp_path, "/etc/systemd/system/ollama-gpu-a.service.d/40-own.conf", "[Service]\nD=1\n")
     # Same file name in the unit's own dir and in service.d: the unit's own wins.
     write(tmp_path, "/etc/systemd/system/service.d/40-own.conf", "[Service]\nE=1\n")
-    eu = unit.load_effective(tmp_path, "ollama-gpu-a.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama-gpu-a.service")
     assert eu.dropins == (
         "/usr/lib/systemd/system/service.d/10-all.conf",
         "/etc/systemd/system/ollama-.service.d/20-prefix.conf",
@@ -509,7 +511,7 @@ def test_instance_falls_back_to_template_and_its_dropins(tmp_path: Path) -> None
     write(
         tmp_path, "/etc/systemd/system/ollama@gpu1.service.d/20-other.conf", "[Service]\nNice=3\n"
     )
-    eu = unit.load_effective(tmp_path, "ollama@gpu0.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama@gpu0.service")
     assert eu.fragment == "/etc/systemd/system/ollama@.service"
     assert eu.dropins == (
         "/etc/systemd/system/ollama@.service.d/10-all.conf",
@@ -520,7 +522,7 @@ def test_instance_falls_back_to_template_and_its_dropins(tmp_path: Path) -> None
 def test_instance_file_beats_template_in_any_dir(tmp_path: Path) -> None:
     write(tmp_path, "/etc/systemd/system/ollama@.service", "[Service]\nUser=template\n")
     write(tmp_path, "/usr/lib/systemd/system/ollama@gpu0.service", "[Service]\nUser=instance\n")
-    eu = unit.load_effective(tmp_path, "ollama@gpu0.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama@gpu0.service")
     assert eu.fragment == "/usr/lib/systemd/system/ollama@gpu0.service"
 
 
@@ -532,7 +534,7 @@ def test_masked_unit(tmp_path: Path, how: str) -> None:
         link(tmp_path, "/etc/systemd/system/ollama.service", "/dev/null")
     else:
         write(tmp_path, "/etc/systemd/system/ollama.service", "")
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     assert eu.masked
     assert eu.fragment == "/etc/systemd/system/ollama.service"
     assert eu.assignments == ()
@@ -541,12 +543,12 @@ def test_masked_unit(tmp_path: Path, how: str) -> None:
 
 def test_masked_template_masks_instances(tmp_path: Path) -> None:
     link(tmp_path, "/etc/systemd/system/ollama@.service", "/dev/null")
-    assert unit.load_effective(tmp_path, "ollama@gpu0.service").masked
+    assert effective_mod.load_effective(tmp_path, "ollama@gpu0.service").masked
 
 
 def test_no_fragment_still_reports_dropins(tmp_path: Path) -> None:
     write(tmp_path, "/etc/systemd/system/ollama.service.d/override.conf", "[Service]\nNice=1\n")
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     assert eu.fragment is None
     assert not eu.masked
     assert eu.dropins == ("/etc/systemd/system/ollama.service.d/override.conf",)
@@ -558,7 +560,7 @@ def test_absolute_symlinks_resolve_inside_the_root(tmp_path: Path) -> None:
     write(tmp_path, "/opt/ollama/extra.conf", "[Service]\nNice=3\n")
     link(tmp_path, "/etc/systemd/system/ollama.service.d/extra.conf", "/opt/ollama/extra.conf")
     link(tmp_path, "/etc/systemd/system/ollama.service.d/dangling.conf", "/nowhere.conf")
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     user = eu.last("Service", "User")
     assert user is not None
     assert user.value == "linked"
@@ -566,7 +568,7 @@ def test_absolute_symlinks_resolve_inside_the_root(tmp_path: Path) -> None:
 
 
 def test_nothing_installed(tmp_path: Path) -> None:
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     assert eu == EffectiveUnit("ollama.service", None, (), (), masked=False)
 
 
@@ -574,7 +576,7 @@ def test_syntax_error_in_a_dropin_names_the_file_inside_root(tmp_path: Path) -> 
     write(tmp_path, "/etc/systemd/system/ollama.service", "[Service]\nUser=ollama\n")
     write(tmp_path, "/etc/systemd/system/ollama.service.d/bad.conf", "[Service]\noops\n")
     with pytest.raises(UnitSyntaxError, match=r"^/etc/systemd/system/ollama.service.d/bad.conf:2:"):
-        unit.load_effective(tmp_path, "ollama.service")
+        effective_mod.load_effective(tmp_path, "ollama.service")
 
 
 def test_undecodable_file_is_one_clear_error(tmp_path: Path) -> None:
@@ -582,7 +584,7 @@ def test_undecodable_file_is_one_clear_error(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"[Service]\nUser=\xff\n")
     with pytest.raises(UnitSyntaxError, match="not valid UTF-8"):
-        unit.load_effective(tmp_path, "ollama.service")
+        effective_mod.load_effective(tmp_path, "ollama.service")
 
 
 def test_unreadable_file_is_a_read_error(tmp_path: Path) -> None:
@@ -591,15 +593,15 @@ def test_unreadable_file_is_a_read_error(tmp_path: Path) -> None:
     link(tmp_path, "/etc/systemd/system/ollama.service.d/x.conf", "/opt/dir.service")
     write(tmp_path, "/etc/systemd/system/ollama.service", "[Service]\nUser=ollama\n")
     # A directory is not a drop-in file, so it is skipped rather than read.
-    assert unit.load_effective(tmp_path, "ollama.service").dropins == ()
+    assert effective_mod.load_effective(tmp_path, "ollama.service").dropins == ()
     with pytest.raises(unit.UnitReadError, match="cannot read"):
-        unit._read(tmp_path, "/opt/dir.service")
+        effective_mod._read(tmp_path, "/opt/dir.service")
 
 
 @pytest.mark.parametrize("name", ["", "ollama", "../x.service", "a/b.service", ".service"])
 def test_invalid_unit_name(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="not a valid unit name"):
-        unit.load_effective(tmp_path, name)
+        effective_mod.load_effective(tmp_path, name)
 
 
 def test_seed_guide_layout_end_to_end(tmp_path: Path) -> None:
@@ -620,7 +622,7 @@ def test_seed_guide_layout_end_to_end(tmp_path: Path) -> None:
         ]
     )
     write(tmp_path, "/etc/systemd/system/ollama.service.d/50-ollama-ops.conf", rendered)
-    eu = unit.load_effective(tmp_path, "ollama.service")
+    eu = effective_mod.load_effective(tmp_path, "ollama.service")
     env = unit.parse_environment([a.value for a in eu.assignments if a.key == "Environment"])
     assert env == {"OLLAMA_HOST": "127.0.0.1:11434"}
     restart = eu.last("Service", "Restart")

@@ -16,10 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops import apply as apply_mod
-from ollama_ops import cli, config, plan, probe
-from ollama_ops import facts as facts_mod
-from ollama_ops.facts import OllamaInstall
+from ollama_ops.apply import activate
+from ollama_ops.cli import main as cli
+from ollama_ops.cli.common import Env
+from ollama_ops.errors import ExitStatus
+from ollama_ops.host import probe
+from ollama_ops.model import config
+from ollama_ops.model import facts as facts_mod
+from ollama_ops.model.facts import OllamaInstall
+from ollama_ops.plan import compose as plan
+from ollama_ops.runtime import Runtime
 
 from .conftest import BootFactory
 from .nspawn import (
@@ -59,7 +65,7 @@ def expected_from_container_facts(c: Container) -> dict[str, str]:
     """What `systemctl show` must report: the plan for the container's own facts."""
     host = facts_mod.loads(c.exec(["ollama-ops", "facts", "--json"]).stdout, "container facts")
     assert host.systemd_version == SUITES[c.suite].systemd
-    return apply_mod.expected_properties(plan.build(host, config.DeploymentConfig()))
+    return activate.expected_properties(plan.build(host, config.DeploymentConfig()))
 
 
 def verify_warnings(c: Container, needle: str) -> list[str]:
@@ -141,7 +147,7 @@ def test_config_that_cannot_start_is_rolled_back(
     c.sh("mkdir -p /srv/models && chmod 0755 /srv/models")
     c.write_file("/etc/ollama-ops/ollama-ops.toml", '[service]\nmodels_dir = "/srv/models"\n')
     failed = c.exec(["ollama-ops", "apply", "--timeout", "30"], check=False, timeout=120)
-    assert failed.returncode == cli.Exit.APPLY, failed
+    assert failed.returncode == ExitStatus.APPLY_FAILED, failed
     assert "previous configuration was restored" in failed.stderr
     assert failed.stderr.count("\n") == 1
     assert sha(c, *files) == before  # byte for byte
@@ -191,7 +197,7 @@ def test_systemd_247_from_the_host_with_root(
     c = container_factory("bullseye")
     installed_like_the_official_installer(c)
     host = dataclasses.replace(
-        probe.probe_host(Path("/")),
+        probe.probe_host(Runtime()),
         systemd_version=SUITES["bullseye"].systemd,
         gpus=(),
         device_nodes=(),
@@ -207,13 +213,13 @@ def test_systemd_247_from_the_host_with_root(
     facts_file = tmp_path / "bullseye.json"
     facts_file.write_text(facts_mod.dumps(host))
     out, err = io.StringIO(), io.StringIO()
-    code = cli.main(["apply", "--root", str(c.root), "--facts", str(facts_file)], cli.Env(out, err))
+    code = cli.main(["apply", "--root", str(c.root), "--facts", str(facts_file)], Env(out, err))
     assert code == 0, err.getvalue()
     dropin = c.read_file(DROPIN)
     assert "RestartSteps" not in dropin and "PrivateIPC" not in dropin  # 254 and 248 keys left out
     c.systemctl("daemon-reload")
     c.systemctl("restart", UNIT)
-    expected = apply_mod.expected_properties(plan.build(host, config.DeploymentConfig()))
+    expected = activate.expected_properties(plan.build(host, config.DeploymentConfig()))
     check_running_hardened(c, expected)
 
 

@@ -1,7 +1,7 @@
 """Findings over an installed ollama.service: pure rules and a thin edge.
 
 ``check`` is pure: it judges an effective unit (fragment + drop-ins, as
-``unit.load_effective`` assembles it) against the host facts and the systemd
+``effective_mod.load_effective`` assembles it) against the host facts and the systemd
 version, plus the few files under the root that change what the unit means
 (EnvironmentFile= contents, modules-load.d, /etc/passwd homes), which the
 edge reads into ``RootFiles`` first. ``audit`` is the edge: it loads the unit
@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ollama_ops import systemd, unit
 from ollama_ops.audit import (
     rules_devices,
     rules_env,
@@ -35,7 +34,6 @@ from ollama_ops.audit import (
     rules_restart,
     rules_service,
 )
-from ollama_ops.audit.context import INSTALLER_HOME as INSTALLER_HOME
 from ollama_ops.audit.context import Ctx, EnvFile, RootFiles, finding
 from ollama_ops.audit.exposure import exposure as _exposure
 from ollama_ops.audit.model import Finding, Report, Severity, format_text, ordered
@@ -51,7 +49,9 @@ from ollama_ops.audit.rules_restart import (
 )
 from ollama_ops.audit.values import parse_timespan as parse_timespan
 from ollama_ops.errors import OpsError
-from ollama_ops.facts import HostFacts
+from ollama_ops.host import systemd
+from ollama_ops.model.facts import HostFacts
+from ollama_ops.unitfile import effective as effective_mod
 
 __all__ = [
     "EnvFile",
@@ -86,7 +86,7 @@ _RULES: tuple[Callable[[Ctx], Iterator[Finding]], ...] = (
 
 
 def check(
-    effective: unit.EffectiveUnit,
+    effective: effective_mod.EffectiveUnit,
     facts: HostFacts | None,
     systemd_version: int,
     files: RootFiles | None = None,
@@ -116,7 +116,7 @@ def audit(
     with_exposure: bool = True,
 ) -> Report:
     """Load ``unit_name`` under ``root``, run every rule and the exposure score."""
-    effective = unit.load_effective(root, unit_name)
+    effective = effective_mod.load_effective(root, unit_name)
     if effective.fragment is None:
         raise OpsError(f"{unit_name} not found under {root}; install ollama or pass --root")
     version = systemd_version

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from ollama_ops import unit
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.audit.values import parse_bool
-from ollama_ops.facts import HostFacts
+from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
+from ollama_ops.unitfile import effective as effective_mod
+from ollama_ops.unitfile import syntax as unit
 
-INSTALLER_HOME = "/usr/share/ollama"
 SERVICE = "Service"
 _RESTARTING = {"always", "on-failure", "on-abnormal", "on-abort", "on-watchdog"}
 # Options that imply NoNewPrivileges= for a service without CAP_SYS_ADMIN (systemd.exec(5)).
@@ -84,7 +84,7 @@ class Ctx:
 
     def __init__(
         self,
-        effective: unit.EffectiveUnit,
+        effective: effective_mod.EffectiveUnit,
         facts: HostFacts | None,
         version: int,
         files: RootFiles,

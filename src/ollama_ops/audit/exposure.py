@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ollama_ops import systemd
 from ollama_ops.audit.context import finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.errors import CommandError
+from ollama_ops.host import systemd
 
 
 def _exposure_severity(score: float) -> Severity:

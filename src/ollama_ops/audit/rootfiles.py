@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from ollama_ops import unit
 from ollama_ops.audit.context import SERVICE, EnvFile, RootFiles
+from ollama_ops.unitfile import effective as effective_mod
 
 _MODULES_LOAD_DIRS = (
     "etc/modules-load.d",
@@ -28,7 +28,7 @@ _MODULES_LOAD_DIRS = (
 _MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/lib/modprobe.d", "lib/modprobe.d")
 
 
-def read_root_files(root: Path, effective: unit.EffectiveUnit) -> RootFiles:
+def read_root_files(root: Path, effective: effective_mod.EffectiveUnit) -> RootFiles:
     """Read the files under ``root`` that ``check`` needs for this unit."""
     return RootFiles(
         env_files=tuple(_read_env_files(root, effective)),
@@ -63,7 +63,7 @@ def _parse_env_file(text: str) -> list[tuple[int, str, str]]:
     return out
 
 
-def _read_env_files(root: Path, effective: unit.EffectiveUnit) -> list[EnvFile]:
+def _read_env_files(root: Path, effective: effective_mod.EffectiveUnit) -> list[EnvFile]:
     out: list[EnvFile] = []
     for a in effective.values(SERVICE, "EnvironmentFile"):
         spec = a.value

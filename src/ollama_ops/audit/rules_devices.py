@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from ollama_ops.audit.context import Ctx, finding
 from ollama_ops.audit.model import Finding, Severity
-from ollama_ops.facts import HostFacts
+from ollama_ops.model.facts import HostFacts
 
 _DRIVER_NAMES: tuple[tuple[str, str], ...] = (
     (r"/dev/nvidia-uvm(-tools)?", "nvidia-uvm"),

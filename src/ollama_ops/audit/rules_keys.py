@@ -12,10 +12,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-from ollama_ops import directives
 from ollama_ops.audit.context import Ctx, finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.audit.rules_restart import DEFAULT_START_LIMIT_INTERVAL
+from ollama_ops.unitfile import directives
 
 
 def rule_keys(ctx: Ctx) -> Iterator[Finding]:

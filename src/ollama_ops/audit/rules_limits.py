@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from ollama_ops import unit
 from ollama_ops.audit.context import Ctx, Var, finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.audit.values import Size, parse_memory
-from ollama_ops.config import format_size
 from ollama_ops.errors import FactsError
-from ollama_ops.facts import HostFacts, format_cpu_list, parse_cpu_list
+from ollama_ops.model.config import format_size
+from ollama_ops.model.facts import format_cpu_list, parse_cpu_list
+from ollama_ops.unitfile import syntax as unit
 
 GiB = 1024**3
 
@@ -26,13 +26,6 @@ GiB = 1024**3
 def _cpu_set(text: str) -> set[int]:
     """An AllowedCPUs= value ("0-3 8,9"); raises FactsError if it is not a CPU list."""
     return set(parse_cpu_list(",".join(text.split())))
-
-
-def _host_cpus(facts: HostFacts) -> set[int]:
-    cpus: set[int] = set()
-    for node in facts.numa_nodes:
-        cpus.update(parse_cpu_list(node.cpus))
-    return cpus or set(range(facts.cpus))
 
 
 def rule_memory(ctx: Ctx) -> Iterator[Finding]:
@@ -119,7 +112,7 @@ def rule_cpus(ctx: Ctx) -> Iterator[Finding]:
         return
     if ctx.facts is None:
         return
-    host = _host_cpus(ctx.facts)
+    host = ctx.facts.cpu_set()
     missing = sorted(wanted - host)
     if missing:
         yield finding(
@@ -247,7 +240,7 @@ def rule_gomaxprocs(ctx: Ctx) -> Iterator[Finding]:
             "remove GOMAXPROCS: Go sizes it from the CPU affinity (AllowedCPUs=)",
         )
         return
-    cpus = _host_cpus(ctx.facts)
+    cpus = ctx.facts.cpu_set()
     where = "the host"
     allowed = ctx.value("AllowedCPUs")
     if allowed:

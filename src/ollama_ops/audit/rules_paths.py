@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ollama_ops import unit
 from ollama_ops.audit.context import Ctx, finding
 from ollama_ops.audit.model import Finding, Severity
+from ollama_ops.unitfile import syntax as unit
 
 # Read-only trees of each ProtectSystem= mode (systemd.exec(5)).
 _READ_ONLY = {

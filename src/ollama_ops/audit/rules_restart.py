@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from ollama_ops import directives, unit
 from ollama_ops.audit.context import Ctx, finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.audit.values import parse_timespan
+from ollama_ops.unitfile import directives
+from ollama_ops.unitfile import syntax as unit
 
 DEFAULT_START_LIMIT_INTERVAL = 10.0  # DefaultStartLimitIntervalSec= of system.conf
 DEFAULT_START_LIMIT_BURST = 5

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ollama_ops.facts import HostFacts
+from ollama_ops.model.facts import HostFacts
 
 _TIME_UNITS: dict[str, float] = {
     "usec": 1e-6,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ollama_ops.apply import Change
-from ollama_ops.config import format_size
-from ollama_ops.facts import HostFacts
-from ollama_ops.plan import Deployment, Section
+from ollama_ops.apply.diff import Change
+from ollama_ops.model.config import format_size
+from ollama_ops.model.deployment import Deployment, Section
+from ollama_ops.model.facts import HostFacts
 
 
 def host_summary(facts: HostFacts) -> str:

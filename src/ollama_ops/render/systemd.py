@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ollama_ops import unit
-from ollama_ops.plan import MODULES_LOAD_PATH, Deployment, Section
+from ollama_ops.model.deployment import MODULES_LOAD_PATH, Deployment, Section
+from ollama_ops.unitfile import syntax as unit
 
 HEADER = (
     "Written by ollama-ops; `ollama-ops plan` explains every value.",

@@ -1,9 +1,9 @@
-"""Read the live host into HostFacts.
+"""Read the live host into HostFacts, through the injected Runtime.
 
-Every reader takes ``root`` (the directory that stands for ``/``), so the
-whole probe runs against a fake tree in tests or a mounted image, and only
-touches the running system (NVML, nvidia-smi, ``systemctl``, ``ollama
---version``, the kernel's hostname) when ``root`` is ``/`` itself. Paths are
+Every reader works under ``rt.root`` (the directory that stands for ``/``),
+so the whole probe runs against a fake tree in tests or a mounted image, and
+only touches the running system (NVML, nvidia-smi, ``systemctl``, ``ollama
+--version``, the kernel's hostname), through the runtime, when it is live. Paths are
 reported as the host sees them, without the ``root`` prefix.
 
 Missing optional things (GPUs, NVML, nvidia-smi, ollama, its user, its unit)
@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ollama_ops import proc
 from ollama_ops.errors import CommandError, FactsError
-from ollama_ops.facts import (
+from ollama_ops.host.nvml import normalize_pci_bus_id
+from ollama_ops.host.systemd import installed_version
+from ollama_ops.model.facts import (
     Gpu,
     GpuVendor,
     HostFacts,
@@ -33,6 +33,9 @@ from ollama_ops.facts import (
     format_cpu_list,
     parse_cpu_list,
 )
+
+if TYPE_CHECKING:
+    from ollama_ops.runtime import Runner, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ AMD_VENDOR_ID = "0x1002"
 MIB = 1024 * 1024
 
 
-def probe_host(root: Path = Path("/"), *, use_nvml: bool = True) -> HostFacts:
+def probe_host(rt: Runtime, *, use_nvml: bool = True) -> HostFacts:
     """Collect the facts of the host whose filesystem is mounted at ``root``.
 
     With ``root`` other than ``/`` nothing live is queried: NVIDIA GPUs, the
@@ -70,7 +73,7 @@ def probe_host(root: Path = Path("/"), *, use_nvml: bool = True) -> HostFacts:
     only from files under ``root`` (or are absent). ``use_nvml=False`` skips
     NVML and asks nvidia-smi directly.
     """
-    live = _is_live(root)
+    root, live = rt.root, rt.live
     memory = _read_memory_bytes(root)
     online = _read_online_cpus(root)
     nodes = _read_numa_nodes(root)
@@ -78,24 +81,20 @@ def probe_host(root: Path = Path("/"), *, use_nvml: bool = True) -> HostFacts:
     if not nodes:
         all_cpus = online if online is not None else format_cpu_list(list(range(cpus)))
         nodes = (NumaNode(id=0, cpus=all_cpus),)
-    gpus = _nvidia_gpus(root, live=live, use_nvml=use_nvml) + _read_amd_gpus(root)
+    gpus = _nvidia_gpus(rt, use_nvml=use_nvml) + _read_amd_gpus(root)
     return HostFacts(
         memory_bytes=memory,
         cpus=cpus,
         numa_nodes=nodes,
         gpus=gpus,
         device_nodes=_read_device_nodes(root),
-        systemd_version=_systemd_version(root, live=live),
-        ollama=_ollama_install(root, live=live),
-        hostname=_hostname(root, live=live),
+        systemd_version=_systemd_version(rt),
+        ollama=_ollama_install(rt),
+        hostname=_hostname(rt),
     )
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _is_live(root: Path) -> bool:
-    return os.path.realpath(root) == "/"
 
 
 def _read_text(path: Path) -> str | None:
@@ -131,18 +130,6 @@ def _numa_node(path: Path) -> int | None:
     except ValueError:
         return None
     return node if node >= 0 else None
-
-
-def _normalize_pci_bus_id(bus_id: str) -> str:
-    """NVML/nvidia-smi style ``00000000:17:00.0`` -> sysfs style ``0000:17:00.0``."""
-    bus_id = bus_id.strip().lower()
-    domain, sep, rest = bus_id.partition(":")
-    if not sep or rest.count(":") != 1:
-        return bus_id
-    try:
-        return f"{int(domain, 16):04x}:{rest}"
-    except ValueError:
-        return bus_id
 
 
 # ---------------------------------------------------------------- memory and CPUs
@@ -216,12 +203,13 @@ def _read_numa_nodes(root: Path) -> tuple[NumaNode, ...]:
 # ---------------------------------------------------------------- NVIDIA
 
 
-def _nvidia_gpus(root: Path, *, live: bool, use_nvml: bool) -> tuple[Gpu, ...]:
-    if not live:
+def _nvidia_gpus(rt: Runtime, *, use_nvml: bool) -> tuple[Gpu, ...]:
+    if not rt.live:
         return ()
-    found = _read_nvml_gpus() if use_nvml else None
+    root = rt.root
+    found = rt.nvml() if use_nvml else None
     if found is None:
-        found = _read_nvidia_smi_gpus()
+        found = _read_nvidia_smi_gpus(rt.run)
     return tuple(
         replace(
             gpu, numa_node=_numa_node(root / "sys/bus/pci/devices" / gpu.pci_bus_id / "numa_node")
@@ -230,71 +218,6 @@ def _nvidia_gpus(root: Path, *, live: bool, use_nvml: bool) -> tuple[Gpu, ...]:
         else gpu
         for gpu in found
     )
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _nvml_field(nvml: Any, fn_name: str, handle: object, *args: object) -> object | None:
-    """One NVML query; None when this GPU does not support it."""
-    try:
-        result: object = getattr(nvml, fn_name)(handle, *args)
-    except nvml.NVMLError as exc:
-        log.debug("NVML %s: %s", fn_name, exc)
-        return None
-    return result
-
-
-def _read_nvml_gpus() -> tuple[Gpu, ...] | None:
-    """NVIDIA GPUs through NVML; None when NVML is missing or fails.
-
-    numa_node is left None: the caller reads it from sysfs by bus id.
-    """
-    try:
-        import pynvml
-    except ImportError:
-        log.debug("pynvml is not installed; trying nvidia-smi")
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError, or OSError from a broken library
-        log.debug("NVML unavailable (%s); trying nvidia-smi", exc)
-        return None
-    try:
-        gpus: list[Gpu] = []
-        for index in range(int(pynvml.nvmlDeviceGetCount())):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = _nvml_field(pynvml, "nvmlDeviceGetName", handle)
-            mem = _nvml_field(pynvml, "nvmlDeviceGetMemoryInfo", handle)
-            limits = _nvml_field(pynvml, "nvmlDeviceGetPowerManagementLimitConstraints", handle)
-            clock = _nvml_field(pynvml, "nvmlDeviceGetMaxClockInfo", handle, pynvml.NVML_CLOCK_SM)
-            pci = _nvml_field(pynvml, "nvmlDeviceGetPciInfo", handle)
-            power: float | None = None
-            if isinstance(limits, (list, tuple)) and len(limits) == 2 and limits[1]:
-                power = int(limits[1]) / 1000.0  # mW -> W
-            gpus.append(
-                Gpu(
-                    index=index,
-                    vendor=GpuVendor.NVIDIA,
-                    name=_text(name) if name is not None else "",
-                    memory_bytes=int(getattr(mem, "total", 0) or 0),
-                    power_limit_max_w=power,
-                    clock_max_mhz=clock if isinstance(clock, int) and clock > 0 else None,
-                    pci_bus_id=_normalize_pci_bus_id(_text(getattr(pci, "busId", "") or "")),
-                )
-            )
-        return tuple(gpus)
-    except Exception as exc:  # an NVMLError outside a single field
-        log.warning("NVML failed (%s); trying nvidia-smi", exc)
-        return None
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception as exc:
-            log.debug("nvmlShutdown: %s", exc)
 
 
 def _smi_value(text: str) -> str | None:
@@ -333,17 +256,17 @@ def _parse_nvidia_smi_csv(text: str) -> tuple[Gpu, ...]:
                 memory_bytes=memory,
                 power_limit_max_w=power,
                 clock_max_mhz=clock,
-                pci_bus_id=_normalize_pci_bus_id(bus_s) if bus_s else "",
+                pci_bus_id=normalize_pci_bus_id(bus_s) if bus_s else "",
             )
         )
     return tuple(gpus)
 
 
-def _read_nvidia_smi_gpus() -> tuple[Gpu, ...]:
+def _read_nvidia_smi_gpus(run: Runner) -> tuple[Gpu, ...]:
     """NVIDIA GPUs from nvidia-smi; () when it is missing or fails."""
     argv = ["nvidia-smi", f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader,nounits"]
     try:
-        done = proc.run(argv, timeout=30.0)
+        done = run(argv, timeout=30.0)
     except (CommandError, OSError) as exc:
         if isinstance(exc.__cause__, FileNotFoundError):
             log.debug("nvidia-smi not installed: no NVIDIA GPUs")
@@ -395,9 +318,9 @@ def _amd_bus_id(device: Path, resolved: Path) -> str:
     for line in (_read_text(device / "uevent") or "").splitlines():
         key, _, value = line.partition("=")
         if key == "PCI_SLOT_NAME" and value.strip():
-            return _normalize_pci_bus_id(value)
+            return normalize_pci_bus_id(value)
     if re.fullmatch(r"[0-9a-fA-F]+:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]", resolved.name):
-        return _normalize_pci_bus_id(resolved.name)
+        return normalize_pci_bus_id(resolved.name)
     return ""
 
 
@@ -416,13 +339,6 @@ def _read_device_nodes(root: Path) -> tuple[str, ...]:
 # ---------------------------------------------------------------- systemd
 
 
-def _parse_systemctl_version(text: str) -> int | None:
-    """``systemd 252 (252.38-1~deb12u1)`` on the first line -> 252."""
-    first = text.strip().splitlines()[:1]
-    match = re.match(r"systemd\s+(\d+)", first[0]) if first else None
-    return int(match.group(1)) if match else None
-
-
 def _parse_libsystemd_shared_name(name: str) -> int | None:
     """``libsystemd-shared-252.so`` or ``libsystemd-shared-257.1-1.so`` -> 252 / 257."""
     match = re.fullmatch(r"libsystemd-shared-(\d+)(?:[.~-][^/]*)?\.so", name)
@@ -439,16 +355,12 @@ def _read_systemd_library_version(root: Path) -> int | None:
     return max(versions, default=None)
 
 
-def _systemd_version(root: Path, *, live: bool) -> int:
-    if live:
-        try:
-            done = proc.run(["systemctl", "--version"], timeout=10.0)
-        except (CommandError, OSError) as exc:
-            log.debug("systemctl --version: %s", exc)
-        else:
-            version = _parse_systemctl_version(done.stdout)
-            if version is not None:
-                return version
+def _systemd_version(rt: Runtime) -> int:
+    root = rt.root
+    if rt.live:
+        version = installed_version(rt.run)
+        if version is not None:
+            return version
     version = _read_systemd_library_version(root)
     if version is not None:
         return version
@@ -473,9 +385,9 @@ def _parse_ollama_version(text: str) -> str | None:
     return server.group(1) if server else None
 
 
-def _ollama_version(binary: str) -> str | None:
+def _ollama_version(run: Runner, binary: str) -> str | None:
     try:
-        done = proc.run([binary, "--version"], check=False, timeout=5.0)
+        done = run([binary, "--version"], check=False, timeout=5.0)
     except (CommandError, OSError) as exc:  # OSError: not executable, wrong arch
         log.warning("%s --version: %s; version unknown", binary, exc)
         return None
@@ -516,12 +428,13 @@ def _read_service_account(
     return None, (user if user in groups.values() else None), None
 
 
-def _ollama_install(root: Path, *, live: bool) -> OllamaInstall:
+def _ollama_install(rt: Runtime) -> OllamaInstall:
+    root = rt.root
     binary = _first_existing(root, OLLAMA_BINARIES)
     user, group, home = _read_service_account(root)
     return OllamaInstall(
         binary=binary,
-        version=_ollama_version(binary) if binary and live else None,
+        version=_ollama_version(rt.run, binary) if binary and rt.live else None,
         user=user,
         group=group,
         home=home,
@@ -532,9 +445,9 @@ def _ollama_install(root: Path, *, live: bool) -> OllamaInstall:
 # ---------------------------------------------------------------- hostname
 
 
-def _hostname(root: Path, *, live: bool) -> str:
-    for raw in (_read_text(root / "etc/hostname") or "").splitlines():
+def _hostname(rt: Runtime) -> str:
+    for raw in (_read_text(rt.root / "etc/hostname") or "").splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
             return line
-    return socket.gethostname() if live else ""
+    return rt.hostname() if rt.live else ""

@@ -15,7 +15,10 @@ from enum import Enum
 from typing import Any
 
 from ollama_ops.errors import FactsError
-from ollama_ops.unit import is_plain_path
+from ollama_ops.unitfile.syntax import is_plain_path
+
+# The home the official installer gives its `ollama` user (useradd -m -d ...).
+INSTALLER_HOME = "/usr/share/ollama"
 
 
 class GpuVendor(str, Enum):
@@ -73,6 +76,13 @@ class HostFacts:
     @property
     def vram_bytes(self) -> int:
         return sum(g.memory_bytes for g in self.gpus)
+
+    def cpu_set(self) -> set[int]:
+        """Every CPU of the host: the NUMA nodes' lists, else 0..cpus-1."""
+        cpus: set[int] = set()
+        for node in self.numa_nodes:
+            cpus.update(parse_cpu_list(node.cpus))
+        return cpus or set(range(self.cpus))
 
 
 def parse_cpu_list(text: str) -> list[int]:

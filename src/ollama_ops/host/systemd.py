@@ -8,10 +8,13 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ollama_ops import proc
 from ollama_ops.errors import CommandError
+
+if TYPE_CHECKING:
+    from ollama_ops.runtime import Runner
+from ollama_ops.host import proc
 
 
 def require(program: str) -> None:
@@ -24,6 +27,7 @@ def require(program: str) -> None:
 class SystemManager(Protocol):
     """What apply needs from systemd; tests pass a fake."""
 
+    def manager_version(self) -> str: ...
     def daemon_reload(self) -> None: ...
     def restart(self, unit: str) -> None: ...
     def enable(self, unit: str) -> None: ...
@@ -37,30 +41,40 @@ class SystemManager(Protocol):
 class Systemctl:
     """The live system manager, through systemctl and journalctl."""
 
+    def __init__(self, run: Runner = proc.run) -> None:
+        self.run = run
+
+    def manager_version(self) -> str:
+        """The running manager's version; CommandError when systemd does not answer."""
+        out = self.run(["systemctl", "show", "-p", "Version", "--value"], timeout=30).stdout
+        if not out.strip():
+            raise CommandError("systemctl show -p Version printed nothing")
+        return out.strip()
+
     def daemon_reload(self) -> None:
-        proc.run(["systemctl", "daemon-reload"], timeout=120)
+        self.run(["systemctl", "daemon-reload"], timeout=120)
 
     def restart(self, unit: str) -> None:
-        proc.run(["systemctl", "restart", unit], timeout=300)
+        self.run(["systemctl", "restart", unit], timeout=300)
 
     def enable(self, unit: str) -> None:
-        proc.run(["systemctl", "enable", unit], timeout=60)
+        self.run(["systemctl", "enable", unit], timeout=60)
 
     def stop(self, unit: str) -> None:
-        proc.run(["systemctl", "stop", unit], check=False, timeout=120)
+        self.run(["systemctl", "stop", unit], check=False, timeout=120)
 
     def disable(self, unit: str) -> None:
-        proc.run(["systemctl", "disable", unit], check=False, timeout=60)
+        self.run(["systemctl", "disable", unit], check=False, timeout=60)
 
     def reset_failed(self, unit: str) -> None:
-        proc.run(["systemctl", "reset-failed", unit], check=False, timeout=60)
+        self.run(["systemctl", "reset-failed", unit], check=False, timeout=60)
 
     def show(self, unit: str, props: Sequence[str]) -> dict[str, str]:
-        out = proc.run(["systemctl", "show", unit, "-p", ",".join(props)], timeout=60).stdout
+        out = self.run(["systemctl", "show", unit, "-p", ",".join(props)], timeout=60).stdout
         return parse_show(out)
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
-        done = proc.run(
+        done = self.run(
             ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
             check=False,
             timeout=30,
@@ -77,14 +91,20 @@ def parse_show(text: str) -> dict[str, str]:
     return props
 
 
-_VERSION_RE = re.compile(r"^systemd (\d+)")
-
-
-def installed_version() -> int | None:
-    if shutil.which("systemctl") is None:
-        return None
-    match = _VERSION_RE.match(proc.run(["systemctl", "--version"], check=False).stdout)
+def parse_systemctl_version(text: str) -> int | None:
+    """``systemd 252 (252.38-1~deb12u1)`` on the first line -> 252."""
+    first = text.strip().splitlines()[:1]
+    match = re.match(r"systemd\s+(\d+)", first[0]) if first else None
     return int(match.group(1)) if match else None
+
+
+def installed_version(run: Runner = proc.run) -> int | None:
+    """The version of the systemctl on PATH; None when it is missing or says nothing."""
+    try:
+        done = run(["systemctl", "--version"], check=False, timeout=10.0)
+    except (CommandError, OSError):
+        return None
+    return parse_systemctl_version(done.stdout)
 
 
 @dataclass(frozen=True)

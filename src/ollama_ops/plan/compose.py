@@ -1,0 +1,167 @@
+"""The plan: HostFacts + DeploymentConfig -> Deployment.
+
+Pure: no I/O. Every value carries its source (a rule or the operator's file)
+and the reason shown by ``ollama-ops plan``. Directives the target systemd
+does not know are left out, with the reason, so the renderer never writes
+them blindly. The rules live in ``sizing`` and ``hardening``; this module
+decides the service's identity (user, home, model store, write paths) and
+puts the rules together.
+"""
+
+from __future__ import annotations
+
+from ollama_ops.errors import PlanError
+from ollama_ops.model.bind import is_loopback, validate_bind
+from ollama_ops.model.config import DeploymentConfig
+from ollama_ops.model.deployment import Deployment, Section, Source
+from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
+from ollama_ops.plan import hardening, sizing
+from ollama_ops.plan.builder import Builder
+from ollama_ops.unitfile import directives
+
+DYNAMIC_HOME = "/var/lib/ollama"
+DEFAULT_BINARY = "/usr/local/bin/ollama"
+
+
+def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
+    """Decide every setting of the deployment for this host and config."""
+    svc = cfg.service
+    host, port = validate_bind(svc.bind)
+    networks = ["localhost"]
+    if not is_loopback(host):
+        if host not in ("0.0.0.0", "::"):
+            # Health checks connect to the bind address itself, from that address.
+            networks.append(host)
+        if not svc.allowed_networks:
+            raise PlanError(
+                f"service.bind = {svc.bind!r} exposes the API to the network; list the client "
+                'networks in service.allowed_networks (e.g. ["10.0.0.0/8"]) or bind to 127.0.0.1'
+            )
+        networks += [n for n in svc.allowed_networks if n not in networks]
+    elif svc.allowed_networks:
+        raise PlanError(
+            f"service.allowed_networks is set but service.bind = {svc.bind!r} is loopback; "
+            "bind to a non-loopback address or remove allowed_networks"
+        )
+    if svc.models_dir and "OLLAMA_MODELS" in cfg.environment:
+        raise PlanError(
+            "set the model store once: service.models_dir or environment.OLLAMA_MODELS, not both"
+        )
+
+    b = Builder(facts.systemd_version, cfg.hardening.relax)
+    for name in cfg.hardening.relax:
+        if directives.lookup(name) is None:
+            raise PlanError(
+                f"hardening.relax names {name!r}, which is not a directive ollama-ops writes"
+            )
+    installed = facts.ollama
+    dynamic = installed.user is None
+    # A system user made with `-d /` or `-d /nonexistent` has no usable home:
+    # systemd sets no $HOME for "/", and `ollama serve` then exits. Give it a state directory.
+    homeless = not dynamic and installed.home in ("/", "/nonexistent")
+    home = DYNAMIC_HOME if dynamic or homeless else (installed.home or INSTALLER_HOME)
+    models = svc.models_dir or cfg.environment.get("OLLAMA_MODELS") or f"{home}/.ollama/models"
+    if dynamic and (svc.models_dir or "OLLAMA_MODELS" in cfg.environment):
+        raise PlanError(
+            f"a models directory ({models}) needs a fixed service user, but this host has no "
+            "ollama user (DynamicUser); create it with `useradd -r -U -m -d /usr/share/ollama "
+            "ollama` or leave service.models_dir unset"
+        )
+    rw_paths: list[str] = [] if dynamic or homeless else [home]
+    if not (models == home or models.startswith(home + "/")):
+        rw_paths.append(models)
+    rw_paths += [p for p in cfg.hardening.read_write_paths if p not in rw_paths]
+
+    unit = Section.UNIT
+    b.add(unit, "After", "network-online.target", Source.RULE, "bind after the network is up")
+    b.add(
+        unit,
+        "Wants",
+        "network-online.target",
+        Source.RULE,
+        "pull network-online in (the installer only orders)",
+    )
+    modules: tuple[str, ...] = ()
+    if facts.nvidia_gpus:
+        modules = ("nvidia", "nvidia_uvm")
+        b.add(
+            unit,
+            "After",
+            "systemd-modules-load.service nvidia-persistenced.service",
+            Source.RULE,
+            "GPU driver loaded first: NoNewPrivileges stops nvidia-modprobe from loading nvidia_uvm later",
+        )
+    hardening.restart(b, cfg)
+    sizing.memory(b, facts, cfg)
+    sizing.cpu(b, facts, cfg)
+    if dynamic or homeless:
+        b.add(
+            Section.SERVICE,
+            "StateDirectory",
+            "ollama",
+            Source.RULE,
+            "no ollama user: systemd makes /var/lib/ollama"
+            if dynamic
+            else f"the ollama user's home is {installed.home}: systemd makes /var/lib/ollama instead",
+        )
+        if facts.amd_gpus:
+            b.add(
+                Section.SERVICE,
+                "SupplementaryGroups",
+                "render video",
+                Source.RULE,
+                "ROCm opens /dev/kfd and /dev/dri through these groups",
+            )
+        b.add(
+            Section.ENV,
+            "HOME",
+            home,
+            Source.RULE,
+            "Ollama keeps its key and models under $HOME/.ollama",
+        )
+    hardening.hardening(b, facts, cfg, rw_paths, networks)
+    bind_text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sizing.ollama_env(b, facts, cfg, bind_text, models)
+
+    base: tuple[tuple[Section, str, str], ...] = ()
+    write_base = installed.unit_path is None
+    if write_base:
+        binary = svc.binary or installed.binary or DEFAULT_BINARY
+        base = (
+            (Section.UNIT, "Description", "Ollama Service"),
+            (Section.UNIT, "Documentation", "https://github.com/ollama/ollama"),
+            (Section.SERVICE, "ExecStart", f"{binary} serve"),
+            *(
+                ((Section.SERVICE, "DynamicUser", "yes"),)
+                if dynamic
+                else (
+                    (Section.SERVICE, "User", installed.user or "ollama"),
+                    (Section.SERVICE, "Group", installed.group or installed.user or "ollama"),
+                )
+            ),
+            (Section.SERVICE, "Restart", "on-failure"),
+        )
+    elif svc.binary:
+        b.add(Section.SERVICE, "ExecStart", "", Source.CONFIG, "reset the packaged ExecStart")
+        b.add(Section.SERVICE, "ExecStart", f"{svc.binary} serve", Source.CONFIG, "service.binary")
+    notes = []
+    if installed.binary is None and not svc.binary:
+        notes.append(
+            f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
+        )
+    if networks == ["localhost"]:
+        notes.append(
+            "IPAddressDeny=any also blocks `ollama pull` (the server downloads): pull through a proxy "
+            "in allowed_networks, or copy models in"
+        )
+    return Deployment(
+        unit_name=svc.unit,
+        systemd_version=facts.systemd_version,
+        settings=tuple(b.settings),
+        write_base_unit=write_base,
+        base_unit=base,
+        modules_load=modules,
+        bind_host=host,
+        bind_port=port,
+        notes=tuple(notes),
+    )
