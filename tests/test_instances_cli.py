@@ -144,3 +144,22 @@ def test_add_creates_the_config_and_plan_then_shows_the_instance(
     assert code == 0, err
     code, out, _ = run("apply", "--dry-run", *common)
     assert code == 0 and out == "nothing to change\n"
+
+
+def test_plan_and_apply_refuse_an_instance_store_that_does_not_exist(
+    setup: tuple[list[str], Path], root: Path
+) -> None:
+    """The one preflight (plan/preflight.py) covers each instance's write paths too."""
+    common, cfg = setup
+    cfg.write_text('[instances.big]\ngpus = [1]\nport = 11436\nmodels_dir = "/srv/big"\n')
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for command in (["plan"], ["apply", "--dry-run"], ["apply"]):
+        code, out, err = run(*command, *common)
+        assert code != 0, (command, out)
+        assert "ReadWritePaths=/srv/big" in err and "does not exist" in err, (command, err)
+        assert err.count("\n") == 1
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    (root / "srv/big").mkdir(parents=True)
+    code, out, err = run("plan", *common)
+    assert code == 0, err
+    assert "Settings for ollama@big.service" in out

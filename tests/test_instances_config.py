@@ -77,7 +77,10 @@ BAD = [
     ("[instances.a]\nport = 11435\ngpus = [-1]\n", "instances.a.gpus[0] = -1 is not a GPU"),
     ("[instances.a]\nport = 11435\ngpus = [0, 0]\n", "lists GPU 0 twice"),
     ('[instances.a]\nport = 11435\nbind = "0.0.0.0:80"\n', "must be an IP address alone"),
-    ('[instances.a]\nport = 11435\nmemory_max = "lots"\n', "instances.a.memory_max = 'lots'"),
+    (
+        '[instances.a]\nport = 11435\nmemory_max = "lots"\n',
+        "instances.a.memory_max = lots is not a size",
+    ),
     (
         '[instances.a]\nport = 11435\nmemory_high = "9G"\nmemory_max = "8G"\n',
         "memory_high is above memory_max",

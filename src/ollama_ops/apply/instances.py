@@ -97,14 +97,10 @@ def activate(
 
 
 def preflight(deployment: Deployment, root: Path, run: Runner = proc.run) -> None:
-    """Before anything is written: instance write paths exist, nginx accepts the front door."""
-    from ollama_ops.apply.transaction import preflight as paths_exist
-
+    """Before anything is written: nginx accepts the front door (plan.preflight did the paths)."""
     plan = deployment.instances
     if plan is None:
         return
-    for d in plan.instances:
-        paths_exist(d, root)
     door = plan.frontdoor
     if door is None or read_bytes(root, door.path) == render_nginx.render(door).encode():
         return

@@ -52,6 +52,7 @@ from ollama_ops.audit.values import parse_timespan as parse_timespan
 from ollama_ops.errors import OpsError
 from ollama_ops.host import systemd
 from ollama_ops.model.facts import HostFacts
+from ollama_ops.plan import preflight
 from ollama_ops.unitfile import effective as effective_mod
 
 __all__ = [
@@ -118,8 +119,9 @@ def audit(
     with_exposure: bool = True,
 ) -> Report:
     """Load ``unit_name`` under ``root``, run every rule and the exposure score."""
-    # An instance's %i, %n ... as systemd fills them in (ollama@gpu0: EnvironmentFile=/etc/ollama/%i.conf).
-    effective = rules_instances.expand_instance(effective_mod.load_effective(root, unit_name))
+    # The reader plan and apply use too; then an instance's %i, %n ... as systemd fills them in
+    # (ollama@gpu0: EnvironmentFile=/etc/ollama/%i.conf).
+    effective = rules_instances.expand_instance(preflight.load_unit(root, unit_name))
     if effective.fragment is None:
         raise OpsError(f"{unit_name} not found under {root}; install ollama or pass --root")
     version = systemd_version

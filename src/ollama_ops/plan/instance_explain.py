@@ -6,7 +6,7 @@ import dataclasses
 
 from ollama_ops.model.deployment import Deployment, Section, Setting, Source
 from ollama_ops.model.instances import InstancesPlan
-from ollama_ops.plan.explain import worksheet
+from ollama_ops.plan.explain import printable, worksheet
 
 
 def _template_rows(plan: InstancesPlan, main: Deployment) -> Deployment:
@@ -43,7 +43,7 @@ def _frontdoor(plan: InstancesPlan) -> list[str]:
     width = min(60, max(len(f"{r.key} {r.value}") for r in door.rows))
     lines = [
         f"  {(r.key + ' ' + r.value) if r.value is not None else r.key + ' (not set)':<{width}}"
-        f"  {r.source.value:<9}  {r.reason}"
+        f"  {r.source.value:<9}  {printable(r.reason)}"
         for r in door.rows
     ]
     return ["", f"Front door {door.path} (nginx; value, source, reason):", *lines]
@@ -65,5 +65,5 @@ def report_lines(main: Deployment) -> list[str]:
         out += ["", f"Settings for {d.unit_name} (value, source, reason):", worksheet(d)]
     out += _frontdoor(plan)
     if plan.notes:
-        out += ["", "Instance notes:"] + [f"  - {n}" for n in plan.notes]
+        out += ["", "Instance notes:"] + [f"  - {printable(n)}" for n in plan.notes]
     return out
