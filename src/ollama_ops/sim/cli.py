@@ -1,13 +1,14 @@
 """``ollama``-shaped command line: ``serve`` and ``--version``.
 
     ollama serve [--profile FILE] [--fault NAME[:ARG]]... [--control]
-                 [--queue-mode ollama|strict]
+                 [--queue-mode ollama|strict] [--registry URL]
     ollama --version | -v
     python -m ollama_ops.sim serve ...
 
 Simulator options also come from the environment (flags win):
 OLLAMA_SIM_PROFILE, OLLAMA_SIM_FAULTS (comma list), OLLAMA_SIM_CONTROL (bool),
-OLLAMA_SIM_QUEUE_MODE, OLLAMA_SIM_SIGUSR1_FAULTS (comma list, default "hang").
+OLLAMA_SIM_QUEUE_MODE, OLLAMA_SIM_SIGUSR1_FAULTS (comma list, default "hang"),
+OLLAMA_SIM_REGISTRY (the registry /api/pull uses, e.g. http://127.0.0.1:5000).
 Everything else is Ollama's own OLLAMA_* environment.
 
 Exit status: 0 after SIGTERM/SIGINT, 1 when ``serve`` cannot start (printed
@@ -26,6 +27,7 @@ import signal
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -87,7 +89,31 @@ def _parser() -> argparse.ArgumentParser:
         help="ollama: OLLAMA_MAX_QUEUE bounds the scheduler queue only, as in Ollama; "
         "strict: it also bounds requests waiting for a slot (env OLLAMA_SIM_QUEUE_MODE)",
     )
+    p.add_argument(
+        "--registry",
+        metavar="URL",
+        help="the registry /api/pull fetches from, e.g. http://127.0.0.1:5000 as served by "
+        "python -m ollama_ops.sim.registry (env OLLAMA_SIM_REGISTRY; default: none, "
+        "pulls fail)",
+    )
     return p
+
+
+def _registry_url(value: str) -> str | None:
+    """An http(s) base URL, or None when empty. Raises ServeError."""
+    if not value:
+        return None
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ServeError(
+            f"OLLAMA_SIM_REGISTRY must be an http:// or https:// URL such as "
+            f"http://127.0.0.1:5000, not {value!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ServeError(f"OLLAMA_SIM_REGISTRY has an invalid port: {value!r}") from None
+    return value.rstrip("/")
 
 
 def build_config(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> SimConfig:
@@ -109,6 +135,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
     if mode not in ("ollama", "strict"):
         raise ServeError(f'OLLAMA_SIM_QUEUE_MODE must be "ollama" or "strict", not {mode!r}')
     control = args.control if args.control is not None else env_bool(env, "OLLAMA_SIM_CONTROL")
+    registry = _registry_url(args.registry or var(env, "OLLAMA_SIM_REGISTRY"))
     home = env.get("HOME") or None
 
     def warn(msg: str, attrs: dict[str, object]) -> None:
@@ -122,6 +149,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
         control=bool(control),
         queue_mode=mode,
         sigusr1_faults=[s for s in usr1.split(",") if s.strip()],
+        registry=registry,
     )
 
 
@@ -141,6 +169,7 @@ def _server_config_line(env: Mapping[str, str], config: SimConfig) -> str:
         "OLLAMA_NUM_PARALLEL": e.num_parallel,
         "OLLAMA_SIM_PROFILE": config.profile.source,
         "OLLAMA_SIM_QUEUE_MODE": config.queue_mode,
+        "OLLAMA_SIM_REGISTRY": config.registry or "",
     }
 
     def show(v: object) -> str:

@@ -119,6 +119,21 @@ def parse_go_duration(text: str) -> float:
     return -total if neg else total
 
 
+#: The longest time.Duration, in seconds (MaxInt64 nanoseconds).
+MAX_DURATION_S = (2**63 - 1) / 1e9
+
+
+def saturate_duration(seconds: float) -> float:
+    """A keep-alive as the scheduler uses it: negative, NaN or beyond MaxInt64 ns is forever.
+
+    Go's time arithmetic saturates (``time.Now().Add(d)`` never wraps), so a
+    keep-alive too long for a Duration means "never expire", never an error.
+    """
+    if not seconds >= 0 or seconds >= MAX_DURATION_S:  # "not >=" is also true for NaN
+        return math.inf
+    return seconds
+
+
 def env_keep_alive(env: Mapping[str, str], key: str = "OLLAMA_KEEP_ALIVE") -> float:
     """envconfig.KeepAlive: Go duration, else integer seconds, else 5m; <0 = forever."""
     s = var(env, key)
@@ -127,21 +142,28 @@ def env_keep_alive(env: Mapping[str, str], key: str = "OLLAMA_KEEP_ALIVE") -> fl
         try:
             value = parse_go_duration(s)
         except DurationError:
-            if re.fullmatch(r"[+-]?[0-9]+", s):
+            if re.fullmatch(r"[+-]?[0-9]+", s) and -(2**63) <= int(s) < 2**63:
                 value = float(int(s))
-    return math.inf if value < 0 else value
+    return saturate_duration(value)
 
 
 def request_keep_alive(value: object) -> float:
     """api.Duration.UnmarshalJSON: number = seconds, string = Go duration.
 
-    Negative means forever. Raises DurationError (a 400 for the caller).
+    Negative means forever, and so does a number of seconds too large for a
+    Go Duration (saturated, never a 500). Raises DurationError (a 400 for the
+    caller).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         kind = {bool: "bool", list: "[]interface {}", dict: "map[string]interface {}"}
         raise DurationError("Unsupported type: '" + kind.get(type(value), "unknown") + "'")
-    d = parse_go_duration(value) if isinstance(value, str) else float(value)
-    return math.inf if d < 0 else d
+    if isinstance(value, str):
+        return saturate_duration(parse_go_duration(value))
+    try:
+        d = float(value)
+    except OverflowError:  # an int beyond float64
+        d = math.inf if value > 0 else -math.inf
+    return saturate_duration(d)
 
 
 def format_go_duration(seconds: float) -> str:

@@ -34,6 +34,15 @@ FAULTS: dict[str, float | None] = {
     "memory-grow": 64.0,
 }
 
+#: The largest argument of each fault that takes one: a week for times, 4 GiB/s
+#: for memory-grow (a larger rate only fails sooner, and can take the host down).
+MAX_ARG: dict[str, float] = {
+    "crash": 604800.0,
+    "slow-start": 604800.0,
+    "slow-load": 604800.0,
+    "memory-grow": 4096.0,
+}
+
 CUDA_ERROR = "CUDA error: unknown error"
 #: A load (or a request waiting for one) while the GPU is lost.
 GPU_LOST_LOAD_ERROR = "llama runner process has terminated: " + CUDA_ERROR
@@ -59,8 +68,9 @@ def parse_fault(spec: str) -> tuple[str, float | None]:
         value = float(arg)
     except ValueError:
         raise FaultError(f"fault {name!r}: {arg!r} is not a number") from None
-    if value < 0:
-        raise FaultError(f"fault {name!r}: the argument must be >= 0")
+    top = MAX_ARG[name]
+    if not 0 <= value <= top:  # also refuses nan and inf
+        raise FaultError(f"fault {name!r}: the argument must be a number from 0 to {top:g}")
     return name, value
 
 

@@ -118,3 +118,14 @@ def human_bytes2(n: int) -> str:
             return f"{int(v)} {u}" if u == "B" else f"{v:.1f} {u}"
         v /= 1024
     return f"{n} B"
+
+
+def human_bytes(n: int) -> str:
+    """format.HumanBytes: decimal units, no decimals from 10 up ("2.1 MB", "291 MB")."""
+    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= size:
+            value = n / size
+            if value >= 10 or value == int(value):
+                return f"{int(value)} {unit}"
+            return f"{value:.1f} {unit}"
+    return f"{n} B"
