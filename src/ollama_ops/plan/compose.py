@@ -15,6 +15,7 @@ from ollama_ops.model.bind import is_loopback, validate_bind
 from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Deployment, Section, Source
 from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
+from ollama_ops.models import rules as models_rules
 from ollama_ops.plan import hardening, sizing
 from ollama_ops.plan.builder import Builder
 from ollama_ops.unitfile import directives
@@ -27,6 +28,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     """Decide every setting of the deployment for this host and config."""
     svc = cfg.service
     host, port = validate_bind(svc.bind)
+    models_rules.check(cfg)
     networks = ["localhost"]
     if not is_loopback(host):
         if host not in ("0.0.0.0", "::"):
@@ -149,11 +151,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         notes.append(
             f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
         )
-    if networks == ["localhost"]:
-        notes.append(
-            "IPAddressDeny=any also blocks `ollama pull` (the server downloads): pull through a proxy "
-            "in allowed_networks, or copy models in"
-        )
+    notes.append(models_rules.note(cfg))  # egress and [models]: models/rules.py
     return Deployment(
         unit_name=svc.unit,
         systemd_version=facts.systemd_version,
