@@ -109,11 +109,15 @@ def human_bytes(n: int) -> str:
 
 def plain_line(model: str, step: Step) -> str:
     """A progress line for a log: ``llama3.2:3b: pulling 6a0746a1ec1a 1.0 MiB/2.0 MiB (50%)``."""
-    if step.is_layer:
-        pct = 100 * step.completed // step.total
-        size = f"{human_bytes(step.completed)}/{human_bytes(step.total)}"
-        return f"{model}: {step.status} {size} ({pct}%)"
-    return f"{model}: {step.status}"
+    if not step.is_layer:
+        return f"{model}: {step.status}"
+    size = human_bytes(step.total)
+    if step.completed == 0:
+        return f"{model}: {step.status} ({size})"
+    if step.completed == step.total:
+        return f"{model}: {step.status} {size} done"
+    pct = 100 * step.completed // step.total
+    return f"{model}: {step.status} {human_bytes(step.completed)}/{size} ({pct}%)"
 
 
 class LineThrottle:

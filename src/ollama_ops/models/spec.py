@@ -30,6 +30,16 @@ _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,349}(:[0-9]{1,5})?")
 # Go's time.ParseDuration: an optional sign, then number+unit pairs ("1h30m", "-1s", "0").
 _GO_DURATION = re.compile(r"[+-]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
 _INTEGER = re.compile(r"[+-]?\d{1,18}")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+_MAX_DURATION_S = (2**63 - 1) / 1e9  # Go's time.Duration
+
+
+def _seconds(text: str) -> float:
+    """The length of an integer (seconds) or Go duration, without its sign."""
+    if _INTEGER.fullmatch(text):
+        return float(abs(int(text)))
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", text)
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,13 @@ def parse_keep_alive(value: object, where: str) -> str:
             f'{where} = {value!r} is not a keep-alive; write "-1" (forever), whole seconds '
             '("600") or a Go duration ("30m", "1h30m")'
         )
-    if all(float(n) == 0 for n in re.findall(r"\d+(?:\.\d*)?|\.\d+", text)):
+    seconds = _seconds(text)
+    if seconds > _MAX_DURATION_S:
+        raise ConfigError(
+            f'{where} = {value!r} is longer than Ollama accepts (about 292 years); write "-1" '
+            "for forever"
+        )
+    if seconds == 0:
         raise ConfigError(
             f'{where} = {value!r} would unload a warmed model at once; write "-1" (forever) '
             'or a duration such as "30m"'
