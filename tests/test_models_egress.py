@@ -73,7 +73,7 @@ class SystemdModel:
         lines = [
             ln for ln in self.control.read_text().splitlines() if ln.startswith("IPAddressDeny")
         ]
-        values = []
+        values: list[str] = []
         for line in lines:
             value = line.partition("=")[2]
             values = [*values, value] if value else []
