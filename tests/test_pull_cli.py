@@ -327,3 +327,19 @@ def test_apply_under_a_root_does_not_pull(
     assert code == 0, err.getvalue()
     assert "models: not pulled (--root: nothing runs here)" in out.getvalue()
     assert MODEL not in tags(sim)
+
+
+def test_apply_closes_egress_a_killed_pull_left_open(model: SystemdModel, sim: SimThread) -> None:
+    """Without [models] too: the runtime IPAddressDeny= would otherwise outlive the apply."""
+    installer_root(model)
+    write_config(model, sim, "")
+    planned_props(model)
+    paths = egress.Paths.of(model.root, "ollama.service")
+    paths.marker.parent.mkdir(parents=True)
+    paths.marker.write_text(egress.Marker("ollama.service", CLOSED, None, 77, 0.0).dumps())
+    model.fake.set_property_runtime("ollama.service", ["IPAddressDeny="])
+    assert model.open
+    code, out, err = run(model, "apply", "--facts", FACTS)
+    assert code == 0, err
+    assert "closed egress of ollama.service left open by an interrupted pull (pid 77)" in out
+    assert model.deny == CLOSED and not paths.marker.exists()

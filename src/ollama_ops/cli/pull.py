@@ -8,9 +8,10 @@ Also the ``[models]`` step apply runs after a successful live apply
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from ollama_ops.cli.common import Env, Prepared, add_config, add_root, load_config, runtime
-from ollama_ops.errors import CommandError, ConfigError, ExitStatus, OpsError
+from ollama_ops.errors import BusyError, CommandError, ConfigError, ExitStatus, OpsError
 from ollama_ops.model import config as config_mod
 from ollama_ops.model.bind import split_bind
 from ollama_ops.models import declared, egress, rules, spec
@@ -118,9 +119,12 @@ def run(args: argparse.Namespace, env: Env) -> int:
 def after_apply(args: argparse.Namespace, env: Env, prep: Prepared, restarted: bool) -> int:
     """apply's [models] step; CommandError (exit 3) says the service itself was applied."""
     cfg = load_config(args, prep.rt.root)
+    unit = prep.deployment.unit_name
+    if prep.rt.live:  # a killed pull's runtime IPAddressDeny= would outlive this apply
+        with contextlib.suppress(BusyError):  # a pull running now closes its own window
+            egress.close_leftover(prep.rt, unit, lambda _e, text: print(text, file=env.stdout))
     if not rules.wanted(cfg.models):
         return ExitStatus.OK
-    unit = prep.deployment.unit_name
     if not prep.rt.live or getattr(args, "no_restart", False):
         why = "--root: nothing runs here" if not prep.rt.live else "--no-restart"
         env.stdout.write(f"models: not pulled ({why}); run `ollama-ops pull` on the host\n")

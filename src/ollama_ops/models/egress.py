@@ -309,9 +309,16 @@ def recover(rt: Runtime, systemctl: SystemManager, unit: str, report: Report) ->
 
 
 def close_leftover(rt: Runtime, unit: str, report: Report) -> bool:
-    """``pull --close``: take the lock and close what a killed pull left open."""
+    """``pull --close`` and apply: close what a killed pull left open (nothing left: no-op).
+
+    Without a marker nothing is touched, not even the lock file; BusyError when
+    a pull is running now (it closes its own window).
+    """
+    paths = Paths.of(rt.root, unit)
+    if not os.path.lexists(paths.marker):
+        return False
     systemctl = rt.systemctl()
-    with _locked(Paths.of(rt.root, unit).lock, unit):
+    with _locked(paths.lock, unit):
         return recover(rt, systemctl, unit, report)
 
 
