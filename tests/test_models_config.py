@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from ollama_ops.errors import ConfigError, PlanError
 from ollama_ops.model import config
-from ollama_ops.model.deployment import Source
+from ollama_ops.model.deployment import Deployment, Source
 from ollama_ops.models import rules, spec
 from ollama_ops.plan import compose
 from ollama_ops.render.systemd import render
@@ -99,7 +99,7 @@ def test_any_name_is_accepted_or_refused_in_one_line(text: str) -> None:
     assert ".." not in name.split(":")[0].split("/")
 
 
-def _plan(text: str = "", fixture: str = "cpu-small") -> tuple[object, str]:
+def _plan(text: str = "", fixture: str = "cpu-small") -> tuple[Deployment, str]:
     d = compose.build(host(fixture), cfg(text))
     return d, render(d)[DROPIN]
 
@@ -107,16 +107,16 @@ def _plan(text: str = "", fixture: str = "cpu-small") -> tuple[object, str]:
 def test_closed_egress_is_the_default_and_plan_says_how_to_pull() -> None:
     d, dropin = _plan()
     assert "IPAddressDeny=any" in dropin and "IPAddressAllow=localhost" in dropin
-    assert any("ollama-ops pull MODEL" in n for n in d.notes)  # type: ignore[attr-defined]
+    assert any("ollama-ops pull MODEL" in n for n in d.notes)
 
 
 def test_open_egress_writes_no_ip_filter_and_says_why() -> None:
     d, dropin = _plan('[service]\negress = "open"\n')
     assert "IPAddressDeny" not in dropin and "IPAddressAllow" not in dropin
-    deny = [s for s in d.settings if s.key == "IPAddressDeny"]  # type: ignore[attr-defined]
+    deny = [s for s in d.settings if s.key == "IPAddressDeny"]
     assert [(s.value, s.source) for s in deny] == [(None, Source.CONFIG)]
     assert "compromised" in deny[0].reason
-    assert any('"open"' in n and "any address" in n for n in d.notes)  # type: ignore[attr-defined]
+    assert any('"open"' in n and "any address" in n for n in d.notes)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,11 @@ def test_combinations_that_expose_the_api_are_refused(text: str) -> None:
 
 
 def test_models_with_loopback_and_a_network_bind_without_models_plan_fine() -> None:
-    _plan('[models]\npull = ["llama3.2:3b"]\nwarm = ["llama3.2:3b"]\n')
+    d, _ = _plan('[models]\npull = ["llama3.2:3b"]\nwarm = ["phi4"]\nkeep_alive = "2h"\n')
+    assert (
+        "[models]: after a live apply, pulls what is missing of llama3.2:3b, phi4:latest; "
+        "keeps warm phi4:latest (keep_alive 2h); checked with /api/tags and /api/ps"
+    ) in d.notes
     _, dropin = _plan('[service]\nbind = "0.0.0.0:11434"\nallowed_networks = ["10.0.0.0/8"]\n')
     assert "IPAddressDeny=any" in dropin and "IPAddressAllow=10.0.0.0/8" in dropin
 

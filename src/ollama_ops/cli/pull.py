@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="only close egress a killed pull left open, then exit",
     )
-    add_root(p, "the live host's root (default /); pull needs the running service")
+    add_root(p, "the host's root; pull needs the live one")
     add_config(p)
     p.set_defaults(func=run)
 

@@ -62,5 +62,14 @@ def check(cfg: DeploymentConfig) -> None:
         )
 
 
-def note(cfg: DeploymentConfig) -> str:
-    return OPEN_NOTE if egress_open(cfg) else CLOSED_NOTE
+def notes(cfg: DeploymentConfig) -> list[str]:
+    """What plan says about egress, and what apply will do with [models]."""
+    said = [OPEN_NOTE if egress_open(cfg) else CLOSED_NOTE]
+    models = cfg.models
+    if wanted(models):
+        warm = f"; keeps warm {', '.join(models.warm)} (keep_alive {models.keep_alive})"
+        said.append(
+            f"[models]: after a live apply, pulls what is missing of {', '.join(wanted(models))}"
+            f"{warm if models.warm else ''}; checked with /api/tags and /api/ps"
+        )
+    return said

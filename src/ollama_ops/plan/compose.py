@@ -151,7 +151,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         notes.append(
             f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
         )
-    notes.append(models_rules.note(cfg))  # egress and [models]: models/rules.py
+    notes.extend(models_rules.notes(cfg))  # egress and [models]: models/rules.py
     return Deployment(
         unit_name=svc.unit,
         systemd_version=facts.systemd_version,
