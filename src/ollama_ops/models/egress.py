@@ -145,10 +145,10 @@ def _read_small(path: Path) -> str | None:
         return f.read(_MAX_MARKER).decode("utf-8", "replace")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode == 0o600 else 0o755)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -270,7 +270,7 @@ def _close(systemctl: SystemManager, paths: Paths, unit: str, marker: Marker | N
         problems.append(str(exc))
     try:
         if marker is not None and marker.control is not None:
-            _write_atomic(paths.control, marker.control)
+            _write_atomic(paths.control, marker.control, 0o644)  # as systemd writes it
         else:
             _unlink(paths.control)
     except OSError as exc:
