@@ -337,6 +337,7 @@ def _dump(value: Any) -> bytes:
 
 _PROPERTY = settings(
     max_examples=300,
+    database=None,  # no .hypothesis/ left in the worktree
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -166,28 +166,37 @@ def request_keep_alive(value: object) -> float:
     return saturate_duration(d)
 
 
+def _fixed(value: int, digits: int) -> str:
+    """``value / 10**digits`` with the fraction's trailing zeros dropped, as Go prints it."""
+    whole, frac = divmod(value, 10**digits)
+    tail = str(frac).rjust(digits, "0").rstrip("0")
+    return f"{whole}.{tail}" if tail else str(whole)
+
+
 def format_go_duration(seconds: float) -> str:
-    """time.Duration.String for a non-negative duration (approximate, for logs)."""
-    if math.isinf(seconds):
+    """time.Duration.String: ``0s``, ``794.342µs``, ``5.050123s``, ``5m0s``, ``1h2m3.5s``."""
+    if math.isinf(seconds) or seconds >= MAX_DURATION_S:
         return "2562047h47m16.854775807s"
     ns = round(seconds * 1e9)
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
     if ns == 0:
         return "0s"
     if ns < 1000:
-        return f"{ns}ns"
+        return f"{sign}{ns}ns"
     if ns < 1_000_000:
-        return f"{ns / 1e3:g}\u00b5s"
+        return f"{sign}{_fixed(ns, 3)}\u00b5s"
     if ns < 1_000_000_000:
-        return f"{ns / 1e6:g}ms"
-    h, rem = divmod(ns, 3_600_000_000_000)
-    m, rem = divmod(rem, 60_000_000_000)
-    s = f"{rem / 1e9:.9f}".rstrip("0").rstrip(".")
-    out = ""
-    if h:
-        out += f"{h}h"
-    if h or m:
-        out += f"{m}m"
-    return out + s + "s"
+        return f"{sign}{_fixed(ns, 6)}ms"
+    total_s, frac = divmod(ns, 1_000_000_000)
+    minutes, secs = divmod(total_s, 60)
+    hours, minutes = divmod(minutes, 60)
+    out = _fixed(secs * 1_000_000_000 + frac, 9) + "s"
+    if hours or minutes:
+        out = f"{minutes}m" + out
+    if hours:
+        out = f"{hours}h" + out
+    return sign + out
 
 
 class HostPortError(ValueError):

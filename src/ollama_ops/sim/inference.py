@@ -256,9 +256,5 @@ class InferenceCore:
             return resp
         finally:
             if not seq.finished:
-                self.server.log.info(
-                    "aborting completion request due to client closing the connection",
-                    src="server.go:1046",
-                )
                 runner.finish(seq, ConnectionResetError("client went away"))
             runner.release_slot()

@@ -58,6 +58,7 @@ class SimConfig:
     queue_mode: str = "ollama"
     sigusr1_faults: list[str] = field(default_factory=lambda: ["hang"])
     registry: str | None = None  # base URL of the registry /api/pull uses
+    runner_wording: str = "llama-runner"  # or "llama-server", as Ollama >= 0.30 logs loads
 
 
 class SimServer:
@@ -98,6 +99,9 @@ class SimServer:
             self.log,
             self.stats,
             queue_mode=self.config.queue_mode,
+            wording="llama-server"
+            if self.config.runner_wording == "llama-server"
+            else "llama runner",
         )
         self.sched.start()
         self.refresh_store()
@@ -159,6 +163,14 @@ class SimServer:
             self.sched.pause_all(on)
         elif name == "gpu-lost" and on:
             self.sched.gpu_lost()
+        elif name == "runner-oom" and on:
+            if self.sched.runner_oom():
+                loop.call_soon(self.faults.clear, "runner-oom")  # one-shot
+        elif name == "stuck-unload":
+            if on:
+                self.sched.expire_all()
+            else:
+                self.sched.unstick()
         elif name == "crash":
             if self._crash_handle is not None:
                 self._crash_handle.cancel()
@@ -305,7 +317,11 @@ class SimServer:
             return error_response("native", 500, f"internal simulator error: {type(e).__name__}")
         finally:
             peer = request.remote or ""
-            self.log.access(status, time.monotonic() - t0, peer, request.method, request.path)
+            path = request.path  # gin logs URL.Path, then "?" and the raw query if any
+            query = request.raw_path.partition("?")[2]
+            if query:
+                path += "?" + query
+            self.log.access(status, time.monotonic() - t0, peer, request.method, path)
 
 
 def _runner_options() -> tuple[dict[str, Any], dict[str, Any]]:
