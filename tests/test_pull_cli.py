@@ -343,3 +343,12 @@ def test_apply_closes_egress_a_killed_pull_left_open(model: SystemdModel, sim: S
     assert code == 0, err
     assert "closed egress of ollama.service left open by an interrupted pull (pid 77)" in out
     assert model.deny == CLOSED and not paths.marker.exists()
+
+
+def test_apply_no_restart_does_not_pull(model: SystemdModel, sim: SimThread) -> None:
+    installer_root(model)
+    write_config(model, sim, 'pull = ["smollm2:135m"]')
+    code, out, err = run(model, "apply", "--facts", FACTS, "--no-restart")
+    assert code == 0, err
+    assert "models: not pulled (--no-restart); run `ollama-ops pull` on the host" in out
+    assert MODEL not in tags(sim) and model.commands() == [("daemon-reload",)]
