@@ -17,6 +17,7 @@ from typing import TextIO
 from ollama_ops.apply import transaction
 from ollama_ops.apply.fileio import check_root
 from ollama_ops.errors import OpsError
+from ollama_ops.gpu import render as gpu_render
 from ollama_ops.model import config as config_mod
 from ollama_ops.model import facts as facts_mod
 from ollama_ops.model.deployment import Deployment
@@ -114,4 +115,7 @@ def prepare(args: argparse.Namespace, env: Env) -> Prepared:
             host, ollama=dataclasses.replace(host.ollama, unit_path=unit_path)
         )
     deployment = build(host, cfg)
-    return Prepared(rt, host, deployment, render(deployment))
+    files = render(deployment)
+    # `gpu apply` owns its unit; every apply keeps the owned files it did not plan itself.
+    files.update({p: t for p, t in gpu_render.installed(rt.root).items() if p not in files})
+    return Prepared(rt, host, deployment, files)
