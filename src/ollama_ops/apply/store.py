@@ -21,7 +21,12 @@ from ollama_ops.apply.fileio import FILE_MODE, atomic_write, host_path, mkdirs, 
 from ollama_ops.errors import RollbackError
 
 STATE_DIR = "/var/lib/ollama-ops"
-OWNABLE_PREFIXES = ("/etc/systemd/system/", "/etc/modules-load.d/")
+OWNABLE_PREFIXES = (
+    "/etc/systemd/system/",
+    "/etc/modules-load.d/",
+    "/etc/systemd/journald.conf.d/",  # logs.global_limits
+    "/etc/systemd/journald@",  # logs.namespace: journald@NAME.conf
+)
 
 
 def owned_path(root: Path) -> Path:

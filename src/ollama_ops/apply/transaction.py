@@ -29,6 +29,7 @@ from ollama_ops.errors import (
     StateError,
 )
 from ollama_ops.host.systemd import SystemManager
+from ollama_ops.logs.plan import journald_units
 from ollama_ops.model.deployment import Deployment
 from ollama_ops.runtime import Runtime
 from ollama_ops.unitfile import effective
@@ -175,6 +176,8 @@ def _apply_locked(
             tuple(pending), number, False, f"wrote {len(pending)} file(s) as generation {number}"
         )
     try:
+        for journald in journald_units({c.path for c in pending}):  # it reads config at start
+            systemctl.restart(journald)
         problem = activate(rt, systemctl, deployment, enable=enable, timeout=timeout)
     except OpsError as exc:  # systemctl itself failed or timed out: still roll back
         problem = str(exc)
@@ -194,13 +197,17 @@ def _apply_locked(
 
 
 def _rollback_live(root: Path, number: int, systemctl: SystemManager, unit: str) -> None:
-    created = store.manifest(root, number).get("enabled_unit")
+    manifest = store.manifest(root, number)
+    created = manifest.get("enabled_unit")
     if isinstance(created, str):
         # This generation wrote the whole unit: stop and disable it while its file still exists.
         systemctl.stop(created)
         systemctl.disable(created)
     store.restore(root, number)
     systemctl.daemon_reload()
+    for journald in journald_units(set(manifest["files"])):
+        with contextlib.suppress(CommandError):
+            systemctl.restart(journald)
     systemctl.reset_failed(unit)
     if created != unit:
         # The old configuration may not start either; its files are back regardless.

@@ -66,8 +66,11 @@ class Systemctl:
         return parse_show(out)
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
+        # With LogNamespace= the service's own lines are in that namespace's journal.
+        namespace = self.show(unit, ["LogNamespace"]).get("LogNamespace", "")
+        extra = [f"--namespace=+{namespace}"] if namespace else []
         done = self.run(
-            ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
+            ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat", *extra],
             check=False,
             timeout=30,
         )

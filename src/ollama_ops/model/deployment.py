@@ -45,6 +45,8 @@ class Deployment:
     bind_host: str
     bind_port: int
     notes: tuple[str, ...] = ()
+    # Other files the plan writes beside the unit (journald config), as (path, text).
+    files: tuple[tuple[str, str], ...] = ()
 
     @property
     def dropin_path(self) -> str:

@@ -59,4 +59,5 @@ def render(deployment: Deployment) -> dict[str, str]:
         files[deployment.unit_path] = render_base_unit(deployment)
     if deployment.modules_load:
         files[MODULES_LOAD_PATH] = render_modules_load(deployment)
+    files.update(dict(deployment.files))
     return files
