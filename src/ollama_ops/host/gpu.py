@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 NVIDIA_SMI = "nvidia-smi"
 
 
-class GpuPermissionError(OpsError):
-    """The driver refused to change a GPU setting: not root, or the card forbids it."""
-
-
 class NoNvidiaGpu(Exception):
     """Neither NVML nor nvidia-smi is there: the host has no NVIDIA driver (not an error)."""
 
@@ -154,7 +150,7 @@ class NvmlBackend:
             getattr(nv, fn)(handle, *args)
         except nv.NVMLError as exc:
             if getattr(exc, "value", None) == nv.NVML_ERROR_NO_PERMISSION:
-                raise GpuPermissionError(
+                raise OpsError(
                     f"NVML refused to set {what} on {gpu.label} (Insufficient Permissions); "
                     "run as root"
                 ) from exc
@@ -198,7 +194,7 @@ class SmiBackend:
             last = (out.splitlines() or ["no output"])[-1].strip()
             # nvidia-smi exit codes: 4 no permission, 9 driver not loaded, 6 no such GPU.
             if done.returncode == 4 or "permission" in out.lower():
-                raise GpuPermissionError(f"nvidia-smi refused to {what} ({last}); run as root")
+                raise OpsError(f"nvidia-smi refused to {what} ({last}); run as root")
             if done.returncode == 9 or "couldn't communicate" in out.lower():
                 raise NoNvidiaGpu(last)
             if "no devices were found" in out.lower():
