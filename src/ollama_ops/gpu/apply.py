@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ollama_ops.apply import store, transaction
-from ollama_ops.apply.fileio import atomic_write, host_path, read_bytes
+from ollama_ops.apply import journal, store, transaction
+from ollama_ops.apply.fileio import read_bytes
 from ollama_ops.errors import ApplyError, OpsError, RollbackError
 from ollama_ops.gpu import verify
 from ollama_ops.gpu.model import GpuPlan, GpuReading
@@ -31,8 +31,8 @@ from ollama_ops.host.gpu import GpuBackend, SmiBackend
 from ollama_ops.model.deployment import Deployment
 from ollama_ops.runtime import Runtime
 
-GPU_STATE = f"{store.STATE_DIR}/gpu"
-LOCKS = f"{GPU_STATE}/locked-clocks.json"  # clocks ollama-ops locked, per GPU index
+GPU_STATE = "gpu"  # inside ollama-ops' state directory, /var/lib/ollama-ops
+LOCKS = "locked-clocks.json"  # clocks ollama-ops locked, per GPU index
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ def _stub() -> Deployment:
 def others_as_installed(root: Path) -> dict[str, str]:
     """Every file ollama-ops owns that is not a GPU file, unchanged (so the diff leaves it)."""
     kept: dict[str, str] = {}
-    for path in sorted(store.owned_files(root) - set(PATHS)):
-        data = read_bytes(host_path(root, path))
+    for path in sorted(journal.owned_files(root) - set(PATHS)):
+        data = read_bytes(root, path)
         if data is not None:
             kept[path] = data.decode("utf-8", errors="replace")
     return kept
@@ -70,20 +70,29 @@ def others_as_installed(root: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- state records
 
 
-def _read_json(root: Path, path: str) -> Any:
-    raw = read_bytes(host_path(root, path))
-    if raw is None:
+def _read_json(root: Path, name: str) -> Any:
+    """A JSON file of the GPU state (/var/lib/ollama-ops/gpu/NAME); None when absent or junk."""
+    with store.peek(root) as state:
+        sub = state.dir.child(GPU_STATE) if state is not None else None
+        if sub is None:
+            return None
+        with sub:
+            image = sub.read(name)
+    if image is None:
         return None
     try:
-        return json.loads(raw)
+        return json.loads(image.data)
     except ValueError:
         return None
 
 
-def _write_json(root: Path, path: str, data: object) -> None:
-    state = host_path(root, GPU_STATE)
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    atomic_write(host_path(root, path), json.dumps(data, indent=1).encode(), mode=0o600)
+def _write_json(root: Path, name: str, data: object) -> None:
+    with store.locked(root) as state:
+        assert state is not None
+        sub = state.dir.child(GPU_STATE, create=True, mode=0o700)
+        assert sub is not None
+        with sub:
+            sub.write(name, json.dumps(data, indent=1).encode(), mode=0o600)
 
 
 def locked_clocks(root: Path) -> dict[int, int]:
@@ -94,7 +103,7 @@ def locked_clocks(root: Path) -> dict[int, int]:
 
 
 def _record_path(number: int) -> str:
-    return f"{GPU_STATE}/generation-{number}.json"
+    return f"generation-{number}.json"
 
 
 def _previous(readings: tuple[GpuReading, ...], locks: Mapping[int, int]) -> dict[str, Any]:
@@ -208,30 +217,31 @@ def apply(
 # ---------------------------------------------------------------- rollback
 
 
-def newest_gpu_generation(root: Path) -> int | None:
-    """The newest generation if it is a GPU apply; None when there is none at all."""
-    numbers = store.generations(root)
-    if not numbers:
-        return None
-    number = numbers[-1]
-    written = set(store.manifest(root, number)["files"])
-    others = sorted(written - set(PATHS))
+def newest_gpu_generation(root: Path) -> tuple[int, dict[str, object]] | None:
+    """The newest generation and its before-images, if it is a GPU apply; None when none."""
+    with store.peek(root) as state:
+        numbers = state.generations() if state is not None else []
+        if state is None or not numbers:
+            return None
+        number = numbers[-1]
+        files: dict[str, object] = dict(state.manifest(number).before.files)
+    others = sorted(set(files) - set(PATHS))
     if others:
         raise OpsError(
             f"the newest generation ({number}) is not a GPU apply (it wrote {others[0]}); "
             "undo it with `ollama-ops rollback` first"
         )
-    return number
+    return number, files
 
 
 def rollback(rt: Runtime, backend: GpuBackend | None) -> tuple[int | None, tuple[str, ...]]:
     """Restore the newest GPU generation's files and recorded values; (number, lines shown)."""
     root = rt.root
-    number = newest_gpu_generation(root)
-    if number is None:
+    newest = newest_gpu_generation(root)
+    if newest is None:
         return None, ()
-    manifest = store.manifest(root, number)
-    created = manifest["files"].get(UNIT_PATH) is None and UNIT_PATH in manifest["files"]
+    number, files = newest
+    created = UNIT_PATH in files and files[UNIT_PATH] is None
     record = _read_json(root, _record_path(number))
     systemctl = rt.systemctl() if rt.live else None
     if systemctl is not None and created:

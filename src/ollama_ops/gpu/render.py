@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ollama_ops.apply import store
-from ollama_ops.apply.fileio import host_path, read_bytes
+from ollama_ops.apply import journal
+from ollama_ops.apply.fileio import read_bytes
 from ollama_ops.gpu.model import GpuPlan
 from ollama_ops.host import nvidia_smi
 from ollama_ops.unitfile import syntax as unit
@@ -88,11 +88,11 @@ def installed(root: Path) -> dict[str, str]:
     The main `apply` keeps them (every apply plans every owned file), so it
     neither rewrites nor removes what `gpu apply` decided.
     """
-    owned = store.owned_files(root)
+    owned = journal.owned_files(root)
     kept: dict[str, str] = {}
     for path in PATHS:
         if path in owned:
-            data = read_bytes(host_path(root, path))
+            data = read_bytes(root, path)
             if data is not None:
                 kept[path] = data.decode("utf-8", errors="replace")
     return kept

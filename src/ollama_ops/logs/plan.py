@@ -129,14 +129,3 @@ def notes(cfg: LogsConfig, unit_name: str, systemd_version: int) -> list[str]:
         )
     return out
 
-
-def journald_units(paths: set[str] | frozenset[str]) -> list[str]:
-    """The journald instances that must restart to read changed config (they read it at start)."""
-    units: list[str] = []
-    for path in sorted(paths):
-        if path.startswith("/etc/systemd/journald.conf.d/"):
-            units.append("systemd-journald.service")
-        elif path.startswith("/etc/systemd/journald@") and path.endswith(".conf"):
-            name = path.removeprefix("/etc/systemd/journald@").removesuffix(".conf")
-            units.append(f"systemd-journald@{name}.service")
-    return sorted(set(units))

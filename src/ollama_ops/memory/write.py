@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ollama_ops.apply.fileio import atomic_write, read_bytes
+from ollama_ops.apply.fileio import open_dir
 from ollama_ops.errors import ConfigError
 from ollama_ops.model import config as config_mod
 
@@ -47,10 +47,23 @@ def updated_text(old: str | None, high: int, maximum: int, origin: str, source: 
     return text
 
 
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _put(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open_dir(path.parent) as directory:  # no symlink is followed
+        directory.write(path.name, data, mode=0o644)
+
+
 def write(path: Path, text: str) -> bytes | None:
     """Write ``text`` atomically; the previous bytes (None: there was no file)."""
-    before = read_bytes(path)
-    atomic_write(path, text.encode(), mode=0o644)
+    before = _read(path)
+    _put(path, text.encode())
     return before
 
 
@@ -58,4 +71,4 @@ def restore(path: Path, before: bytes | None) -> None:
     if before is None:
         path.unlink(missing_ok=True)
     else:
-        atomic_write(path, before, mode=0o644)
+        _put(path, before)
