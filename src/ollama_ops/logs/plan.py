@@ -128,4 +128,3 @@ def notes(cfg: LogsConfig, unit_name: str, systemd_version: int) -> list[str]:
             "guide does; logs.namespace caps only Ollama's"
         )
     return out
-
