@@ -147,6 +147,25 @@ def test_gpu_and_cpu_starts() -> None:
     assert gpu.text == "Unable to load cudart"
 
 
+def test_a_slow_probe_is_a_hang() -> None:
+    slow = '[GIN] 2025/01/02 - 15:04:09 | 200 |          4.1s |       127.0.0.1 | GET      "/"'
+    (e,) = classify(Record(0, slow, "ollama"))
+    assert e.kind is Kind.HANG and e.text == "GET / took 4.1s: the server was not answering"
+    chat = (
+        '[GIN] 2025/01/02 - 15:04:09 | 200 |         2m48s |       127.0.0.1 | POST     "/api/chat"'
+    )
+    assert classify(Record(0, chat, "ollama"))[0].kind is Kind.REQUEST  # generation may be long
+
+
+def test_an_abandoned_generation_is_a_hang() -> None:
+    gone = '[GIN] 2026/12/01 - 03:01:46 | 499 |  3.014831508s |       127.0.0.1 | POST    "/api/generate"'
+    (e,) = classify(Record(0, gone, "ollama"))
+    assert (e.kind, e.status) == (Kind.HANG, 499)
+    assert "abandoned by its client after 3.014831508s" in e.text
+    line = 'time=t level=INFO source=server.go:1046 msg="aborting completion request due to client closing the connection"'
+    assert [e.kind for e in classify(Record(0, line, "ollama"))] == [Kind.HANG]
+
+
 def test_probe_and_busy_access_lines() -> None:
     ok = '[GIN] 2025/01/02 - 15:04:05 | 200 |    1.234567ms |       127.0.0.1 | HEAD     "/"'
     busy = (

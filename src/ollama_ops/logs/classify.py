@@ -131,9 +131,51 @@ def _systemd(record: Record) -> list[Event]:
 # ---------------------------------------------------------------- access lines
 
 
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+_GO_UNITS["h"] = 3600.0
+# Endpoints that answer from memory in microseconds: seconds there mean the server was stuck.
+_INSTANT = frozenset({"/", "/api/version", "/api/tags", "/api/ps"})
+HANG_PROBE_S = 2.0
+_GENERATION = frozenset(
+    {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/v1/chat/completions"}
+    | {"/v1/completions", "/v1/embeddings"}
+)
+
+
+def go_duration(text: str) -> float | None:
+    """Go's time.Duration text ("1.5ms", "52.1µs", "2m48s") in seconds; None if it is not one."""
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _GO_UNITS[u] for n, u in parts)
+
+
 def _access(record: Record, match: re.Match[str]) -> list[Event]:
     status = int(match["status"])
     text = f"{status} {match['method']} {match['path']} in {match['latency']}"
+    took = go_duration(match["latency"])
+    if match["path"] in _INSTANT and took is not None and took >= HANG_PROBE_S:
+        return [
+            Event(
+                record.time,
+                Kind.HANG,
+                f"{match['method']} {match['path']} took {match['latency']}: the server was "
+                "not answering",
+                status=status,
+            )
+        ]
+    if status == 499 and match["path"] in _GENERATION:
+        # Ollama's "client closed the request": the client stopped waiting before any answer.
+        return [
+            Event(
+                record.time,
+                Kind.HANG,
+                f"{match['method']} {match['path']} abandoned by its client after "
+                f"{match['latency']} (499): hung or too slow",
+                status=status,
+            )
+        ]
     if status == 503:
         return [Event(record.time, Kind.BUSY, text, status=status)]
     if status >= 500:
@@ -180,6 +222,9 @@ _LOAD_FAILED = (
         re.compile(r"client connection closed before (?:server|llama-server) finished loading"),
         "client gave up during the load; the load was aborted",
     ),
+)
+_ABANDONED = re.compile(
+    r"aborting (?:completion|chat) request due to client closing the connection"
 )
 _TERMINATED = re.compile(rf"{_RUNNER} process has terminated: ?(.*?)\"?$")
 _RUNNER_DIED = re.compile(rf'msg="{_RUNNER} terminated"')
@@ -239,6 +284,10 @@ def _ollama(record: Record) -> list[Event]:
             Event(
                 t, Kind.MODEL_START, "load began", path=_model_name(slog_attr(line, "model") or "")
             )
+        )
+    if _ABANDONED.search(line):
+        events.append(
+            Event(t, Kind.HANG, "a client gave up on a generation in progress: hung or too slow")
         )
     for pattern, say in _LOAD_FAILED:
         if pattern.search(line):

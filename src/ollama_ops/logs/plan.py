@@ -25,11 +25,14 @@ GLOBAL_DROPIN = "/etc/systemd/journald.conf.d/50-ollama-ops.conf"
 # The seed guide's values (its journald.conf.d/ollama.conf), which apply to the whole journal.
 GUIDE_LIMITS = (("SystemMaxUse", "2G"), ("SystemMaxFileSize", "100M"), ("MaxRetentionSec", "7day"))
 
-# Gin's access line for a successful probe of `/` or `/api/version`, e.g.
+# Gin's access line for a successful, fast probe of `/` or `/api/version`, e.g.
 #   [GIN] 2025/01/02 - 15:04:05 | 200 |    1.234567ms |       127.0.0.1 | HEAD     "/"
-# PCRE2, as journald matches it; \x22 is the double quote (kept out of the unit file).
+# Only latencies in ns/µs/ms match (a unit prefix before "s"): a probe that took seconds
+# stays in the journal, where `ollama-ops logs` reads it as a hang. PCRE2, as journald
+# matches it; \x22 is the double quote (kept out of the unit file's quoting rules).
 PROBE_PATTERN = (
-    r"^\[GIN\] [0-9/]+ - [0-9:]+ \| 200 \|[^|]*\|[^|]*\| (GET|HEAD) +\x22/(api/version)?\x22$"
+    r"^\[GIN\] [0-9/]+ - [0-9:]+ \| 200 \| +[0-9.]+[^ |0-9.]{1,2}s \|[^|]*\| (GET|HEAD) "
+    r"+\x22/(api/version)?\x22$"
 )
 
 
@@ -64,8 +67,8 @@ def settings(b: Builder, cfg: LogsConfig, set_keys: frozenset[str]) -> None:
             "LogFilterPatterns",
             "~" + PROBE_PATTERN,
             source("filter_probes"),
-            "drops the access lines of successful probes of / and /api/version; failed probes "
-            "and every other line stay",
+            "drops the access lines of fast, successful probes of / and /api/version; slow or "
+            "failed probes and every other line stay",
         )
     else:
         b.add(
