@@ -86,13 +86,16 @@ def test_status_text_and_json_round_trip_into_plan(root: Path, tmp_path: Path) -
     facts = tmp_path / "gpus.json"
     facts.write_text(out)
     offline = fake_runtime(root)
-    code, out, err = cli(offline, "gpu", "plan", "--root", str(root), "--facts", str(facts))
+    code, out, err = cli(
+        offline, "gpu", "plan", "--root", str(root), "--facts", str(facts), "--power-limit", "80%"
+    )
     assert code == 0, err
-    assert "power limit       400 W" in out and f"new        {UNIT_PATH}" in out
+    assert all(len(line) <= 100 for line in out.split("\n\n")[0].splitlines()), out
+    assert "power limit       320 W" in out and f"new        {UNIT_PATH}" in out
     assert "+ExecStart=/usr/bin/nvidia-smi --id=GPU-27b94a00" in out
     code, out, _ = cli(offline, "gpu", "plan", "--root", str(root), "--facts", str(facts), "--json")
     data = json.loads(out)
-    assert data["gpus"][0]["power_limit_w"]["value"] == 400.0
+    assert data["gpus"][0]["power_limit_w"]["value"] == 400.0  # no option: the default
     assert {c["path"] for c in data["changes"]} == {UNIT_PATH, INSTANCE_DROPIN}
 
 

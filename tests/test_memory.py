@@ -182,6 +182,7 @@ def test_memory_reads_the_live_unit(root: Path) -> None:
     assert "running 5.3 h" in out and "model loads since the start: 1" in out
     assert "llama3.2:3b 3.0 GiB (0 B in RAM)" in out
     assert "The peak is trustworthy" in out
+    assert all(len(line) <= 100 for line in out.splitlines()), out
     data = json.loads(cli(rt, "memory", "--facts", HOST, "--json")[1])
     assert data["recommendation"]["trusted"] is True and data["cgroup"]["version"] == 2
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ollama_ops.model.config import GpuConfig
 from ollama_ops.runtime import Runtime
 
 NO_GPU = "no NVIDIA GPU found ({why}); nothing to {what}"
+WIDTH = 100
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -136,12 +138,18 @@ def _plan_rows(gpu_plan_: GpuPlan) -> list[str]:
         mode = {True: "on", False: "off", None: "(left alone)"}[t.persistence]
         watts = "(left alone)" if t.power_limit_w is None else f"{t.power_limit_w:g} W"
         clock = "(not locked)" if t.lock_clock_mhz is None else f"{t.lock_clock_mhz} MHz"
-        out += [
-            f"  {t.reading.label}",
-            f"    persistence mode  {mode:<13} {t.persistence_reason}",
-            f"    power limit       {watts:<13} {t.power_reason}",
-            f"    locked clocks     {clock:<13} {t.clock_reason}",
-        ]
+        out.append(f"  {t.reading.label}")
+        for name, value, why in (
+            ("persistence mode", mode, t.persistence_reason),
+            ("power limit", watts, t.power_reason),
+            ("locked clocks", clock, t.clock_reason),
+        ):
+            out += textwrap.wrap(
+                f"{name:<17} {value:<13} {why}",
+                width=WIDTH,
+                initial_indent="    ",
+                subsequent_indent=" " * 36,
+            )
     return out
 
 
@@ -194,7 +202,12 @@ def _plan(args: argparse.Namespace, env: Env, rt: Runtime) -> int:
     if args.json:
         env.stdout.write(_plan_json(planned, source, [(c.path, c.kind) for c in changes]))
         return ExitStatus.OK
-    out = [f"GPU settings for {len(planned.targets)} NVIDIA GPU(s), read through {source}:"]
+    out = textwrap.wrap(
+        f"GPU settings for {len(planned.targets)} NVIDIA GPU(s), read through {source}:",
+        width=WIDTH,
+        subsequent_indent="  ",
+        break_long_words=False,
+    )
     out += _plan_rows(planned)
     if planned.notes:
         out += ["", "Notes:", *(f"  - {n}" for n in planned.notes)]

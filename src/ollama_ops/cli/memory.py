@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -107,9 +108,13 @@ def render_text(obs: Observation, rec: Recommendation) -> str:
     cg = obs.memory
     peak = "not recorded" if cg.peak is None else format_size(cg.peak)
     up = f", running {age(obs.uptime_s)}" if obs.uptime_s is not None else ""
-    out = [
+    out = textwrap.wrap(
         f"{obs.unit}: MemoryHigh={write.mib(rec.memory_high)} (+20 %), "
         f"MemoryMax={write.mib(rec.memory_max)} (+40 %) from {rec.base_reason}",
+        width=100,
+        subsequent_indent="  ",
+    )
+    out += [
         f"  cgroup v{cg.version} {cg.path}: now {format_size(cg.current)}, peak {peak}{up}",
         f"  limits now: MemoryHigh {_limit(cg.high)}, MemoryMax {_limit(cg.max)}; "
         f"OOM kills this run: {cg.oom_kills}",
@@ -121,9 +126,14 @@ def render_text(obs: Observation, rec: Recommendation) -> str:
         out.append(f"  loaded models: {models or 'none'}")
     if obs.loads_since_start is not None:
         out.append(f"  model loads since the start: {obs.loads_since_start}")
-    out += [f"  note: {n}" for n in rec.notes]
+    for note in rec.notes:
+        out += textwrap.wrap(
+            f"note: {note}", width=100, initial_indent="  ", subsequent_indent="    "
+        )
     if rec.warnings:
-        out += ["Not to be trusted yet:", *(f"  - {w}" for w in rec.warnings)]
+        out.append("Not to be trusted yet:")
+        for w in rec.warnings:
+            out += textwrap.wrap(w, width=100, initial_indent="  - ", subsequent_indent="    ")
     else:
         out.append("The peak is trustworthy: `ollama-ops memory --apply` writes these limits.")
     return "\n".join(out) + "\n"
