@@ -35,6 +35,7 @@ def csv_reading(name: str) -> GpuReading:
 A100, RTX4090, P100, LAPTOP = (
     reading(n) for n in ("a100-sxm4-mig", "rtx-4090-driver-535", "tesla-p100", "rtx-3060")
 )
+UNIT, SMI = "ollama.service", "/usr/bin/nvidia-smi"
 H100 = csv_reading("linux-x86_64__nvidia-h100-80gb-hbm3__590.48.01")
 RTX4080S = csv_reading("linux-x86_64__nvidia-geforce-rtx-4080-super__595.71.05")
 
@@ -69,7 +70,7 @@ def test_cards_without_settable_power_or_persistence_are_left_alone() -> None:
     laptop, windows = gpu_plan.plan(two(LAPTOP, win), GpuConfig()).targets
     assert laptop.power_limit_w is None and "no settable power limit" in laptop.power_reason
     assert windows.persistence is None and "does not report" in windows.persistence_reason
-    assert gpu_render.render(gpu_plan.plan((win,), GpuConfig(persistence=False)), "x", "/n") != {}
+    assert gpu_render.render(gpu_plan.plan((win,), GpuConfig(persistence=False)), UNIT, SMI) != {}
 
 
 # ---------------------------------------------------------------- asked values

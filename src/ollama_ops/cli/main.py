@@ -17,6 +17,7 @@ from ollama_ops import __version__
 from ollama_ops.cli import (
     apply,
     audit,
+    bench,
     config,
     facts,
     gpu,
@@ -30,7 +31,7 @@ from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
 
 # The commands in the order `--help` lists them; each module has register() and run().
-COMMANDS = (facts, plan, apply, rollback, audit, gpu, logs, memory, config, simulate)
+COMMANDS = (facts, plan, apply, rollback, audit, gpu, logs, memory, config, simulate, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
