@@ -141,10 +141,24 @@ def test_runner_killed_and_500() -> None:
 def test_gpu_and_cpu_starts() -> None:
     assert kinds("start-cuda-4636.log") == [Kind.LISTENING, Kind.GPU, Kind.GPU]
     assert kinds("vulkan-start-0.32.9-18123.log") == [Kind.GPU]
-    assert kinds("cpu-fallback-9496.log") == [Kind.CPU_ONLY, Kind.CPU_ONLY]
+    assert kinds("cpu-fallback-9496.log") == [Kind.CPU_ONLY, Kind.CPU_ONLY]  # cpu-fallback
     assert kinds("cudart-999-after-sleep-6647.log") == [Kind.GPU_ERROR, Kind.GPU_ERROR]
     gpu = events("cudart-999-after-sleep-6647.log")[0]
     assert gpu.text == "Unable to load cudart"
+
+
+def test_offload_lines_tell_a_cpu_fallback() -> None:
+    real = (
+        "time=2025-06-05T12:36:11.458Z level=INFO source=server.go:168 msg=offload library=cpu "
+        'layers.requested=-1 layers.model=49 layers.offload=0 layers.split=""'
+    )  # https://github.com/atineiatte/deep-research-at-home/issues/14 (emmahicks, 2025-06-05)
+    (e,) = classify(Record(0, real, "ollama"))
+    assert e.kind is Kind.CPU_ONLY and "no layer on a GPU" in e.text
+    partial = "msg=offload library=cuda layers.requested=-1 layers.model=49 layers.offload=4"
+    (e,) = classify(Record(0, partial, "ollama"))  # #10739: 4 of 49 layers fit in VRAM
+    assert e.text == "model partly on the CPU: 4 of 49 layers on the GPU"
+    full = 'msg="offload to cuda" layers.requested=-1 layers.model=33 layers.offload=33'
+    assert classify(Record(0, full, "ollama")) == []
 
 
 def test_a_slow_probe_is_a_hang() -> None:

@@ -228,7 +228,15 @@ def test_probe_filter_drops_fast_probes_where_systemd_has_it(
         ["journalctl", "--namespace=ollama", "-u", UNIT, "-o", "cat", "--no-pager", "-n", "50"]
     ).stdout.splitlines()
     assert any(marker in line for line in lines)  # other requests are kept
-    assert not any('| HEAD     "/"' in line and "| 200 |" in line for line in lines)
+    kept = [line for line in lines if '| HEAD     "/"' in line and "| 200 |" in line]
+    debug = c.sh(
+        "cat /proc/$(systemctl show -p MainPID --value ollama)/cgroup; "
+        "python3 -c \"import os; p='/sys/fs/cgroup/unified/system.slice/ollama.service'; "
+        "print(os.listxattr(p) if os.path.exists(p) else 'no dir')\"; "
+        "systemctl show -p ActiveEnterTimestampMonotonic ollama systemd-journald@ollama",
+        check=False,
+    )
+    assert kept == [], (kept, debug)
 
 
 # ---------------------------------------------------------------- faults, classified
@@ -279,25 +287,30 @@ def test_slow_load_and_gpu_lost(faulty: Container) -> None:
     loads = data["loads"]
     assert isinstance(loads, list) and loads and loads[-1]["slow"] is True
     assert 2.5 <= loads[-1]["seconds"] <= 10
+    # GPU lost with the model loaded: its runner dies of a CUDA error, the next load goes
+    # to the CPU (the simulator does what Ollama does after a suspend/resume).
     t1 = _now(c)
     _faults(c, set_=["gpu-lost"])
-    assert _generate(c, "qwen2.5:0.5b") == 500
+    assert _generate(c, "qwen2.5:0.5b") == 200  # served, slowly, from the CPU
     _faults(c, clear=["gpu-lost"])
     counts = _logs(c, t1)["counts"]
     assert isinstance(counts, dict)
-    assert counts.get("gpu-error", 0) >= 1 and counts.get("load-failed", 0) >= 1
+    assert counts.get("gpu-error", 0) >= 1 and counts.get("cpu-fallback", 0) >= 1, counts
 
 
-_CLIENT = f"""
+_CLIENT = (
+    """
 import json, urllib.request as u
-body = json.dumps({{"model": "llama3.2:1b", "prompt": "hi", "stream": False}})
-req = u.Request("{API}/api/generate", data=body.encode(), method="POST")
+body = json.dumps({"model": "llama3.2:1b", "prompt": "hi", "stream": False})
+req = u.Request("%s/api/generate", data=body.encode(), method="POST")
 try:
     u.urlopen(req, timeout=3).read()
     print("answered")
 except Exception as exc:
     print("client gave up:", type(exc).__name__)
 """
+    % API
+)
 
 
 @TRIXIE

@@ -36,7 +36,7 @@ class Kind(str, Enum):
     LOAD_FAILED = "load-failed"  # a load timed out, was aborted or failed
     GPU_ERROR = "gpu-error"
     GPU = "gpu"  # the server found a GPU at start
-    CPU_ONLY = "cpu-only"  # the server found no GPU: inference on CPU
+    CPU_ONLY = "cpu-fallback"  # no GPU found at start, or a model loaded (partly) on the CPU
     ACCESS = "access-error"  # permission denied or read-only file system, with a path
     BUSY = "busy"  # 503: queue full
     HTTP_5XX = "http-5xx"  # other 5xx answers
@@ -246,6 +246,23 @@ def _model_name(path: str) -> str:
     return base[:19] if base.startswith(("sha256-", "sha256:")) else base
 
 
+def _offload(line: str, msg: str) -> str | None:
+    """A model placed (partly) on the CPU, from llm/memory.go's offload line; None if all on GPU.
+
+    Older Ollama writes ``msg=offload library=cpu``, later ``msg="offload to cpu"``.
+    """
+    library = (slog_attr(line, "library") or msg.removeprefix("offload to ").strip()).lower()
+    layers, offloaded = slog_attr(line, "layers.model"), slog_attr(line, "layers.offload")
+    if library == "cpu":
+        return "model loaded on the CPU (no layer on a GPU)"
+    if (
+        layers and offloaded and layers.isdigit() and offloaded.isdigit()
+        and int(offloaded) < int(layers)
+    ):  # fmt: skip
+        return f"model partly on the CPU: {offloaded} of {layers} layers on the GPU"
+    return None
+
+
 def _ollama(record: Record) -> list[Event]:
     line, t = record.message, record.time
     gin = _GIN.match(line)
@@ -275,6 +292,10 @@ def _ollama(record: Record) -> list[Event]:
         events.append(Event(t, kind, f"inference on {library or '?'} {name}".strip()))
     elif "no compatible GPUs were discovered" in line:
         events.append(Event(t, Kind.CPU_ONLY, "no compatible GPU found"))
+    elif msg in ("offload", "offload to cpu") or msg.startswith("offload to "):
+        offload = _offload(line, msg)
+        if offload:
+            events.append(Event(t, Kind.CPU_ONLY, offload))
     if msg.startswith(("starting llama server", "starting llama-server")):
         model = _MODEL.search(slog_attr(line, "cmd") or "") or _MODEL.search(line)
         if model:

@@ -188,7 +188,7 @@ def headline(s: Summary) -> str:
         _n(c.get("slow-load", 0), "slow load"),
         _n(c.get("load-failed", 0), "failed load"),
         _n(c.get("gpu-error", 0), "GPU error"),
-        _n(c.get("cpu-only", 0), "CPU-only start"),
+        _n(c.get("cpu-fallback", 0), "CPU fallback"),
         _n(c.get("access-error", 0), "permission/read-only error"),
         _n(c.get("busy", 0), "503"),
         _n(c.get("http-5xx", 0), "other 5xx"),
