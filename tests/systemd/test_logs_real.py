@@ -298,19 +298,16 @@ def test_slow_load_and_gpu_lost(faulty: Container) -> None:
     assert counts.get("gpu-error", 0) >= 1 and counts.get("cpu-fallback", 0) >= 1, counts
 
 
-_CLIENT = (
-    """
+_CLIENT = f"""
 import json, urllib.request as u
-body = json.dumps({"model": "llama3.2:1b", "prompt": "hi", "stream": False})
-req = u.Request("%s/api/generate", data=body.encode(), method="POST")
+body = json.dumps({{"model": "llama3.2:1b", "prompt": "hi", "stream": False}})
+req = u.Request("{API}/api/generate", data=body.encode(), method="POST")
 try:
     u.urlopen(req, timeout=3).read()
     print("answered")
 except Exception as exc:
     print("client gave up:", type(exc).__name__)
 """
-    % API
-)
 
 
 @TRIXIE
