@@ -24,6 +24,7 @@ from ollama_ops.cli import (
     logs,
     memory,
     plan,
+    pull,
     rollback,
     simulate,
 )
@@ -31,7 +32,7 @@ from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
 
 # The commands in the order `--help` lists them; each module has register() and run().
-COMMANDS = (facts, plan, apply, rollback, audit, gpu, logs, memory, config, simulate, bench)
+COMMANDS = (facts, plan, apply, rollback, pull, audit, gpu, logs, memory, config, simulate, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ from ollama_ops.gpu import spec as gpu_spec
 from ollama_ops.logs import spec as logs_spec
 from ollama_ops.model.bind import validate_bind
 from ollama_ops.model.facts import MAX_MEMORY_BYTES
+from ollama_ops.models import spec as models_spec
 from ollama_ops.unitfile.grammar import MAX_CPUS, cpu_ranges
 from ollama_ops.unitfile.paths import is_plain_path, normalize, writable_problem
 
@@ -272,6 +273,8 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "the model store (OLLAMA_MODELS); needs an ollama user", '"/srv/ollama/models"'),
     ConfigSetting("service", "binary", _path, None,
                   "the ollama binary ExecStart= runs", '"/usr/local/bin/ollama"'),
+    ConfigSetting("service", "egress", models_spec.parse_egress, models_spec.EGRESS_CLOSED,
+                  '"open" drops IPAddressDeny=any so plain `ollama pull` works (see plan)', '"open"'),
     ConfigSetting("limits", "os_reserve", _size, None,
                   "RAM kept for the OS before the percentages (default 4G, or RAM/4)", '"4G"'),
     ConfigSetting("limits", "memory_high", _memory_limit, None,
@@ -314,6 +317,12 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "MaxRetentionSec= of the namespace's journal", '"14day"'),
     ConfigSetting("logs", "global_limits", logs_spec.parse_flag, False,
                   "the guide's journald.conf.d limits for the whole journal", "false"),
+    ConfigSetting("models", "pull", models_spec.parse_models, (),
+                  "models apply pulls (egress opened only meanwhile)", '["llama3.2:3b"]'),
+    ConfigSetting("models", "warm", models_spec.parse_models, (),
+                  "models apply pulls and loads, kept for keep_alive", '["llama3.2:3b"]'),
+    ConfigSetting("models", "keep_alive", models_spec.parse_keep_alive, "-1",
+                  'how long warm models stay loaded ("-1": forever, "30m")', '"-1"'),
 )  # fmt: skip
 
 _BY_SECTION: dict[str, dict[str, ConfigSetting]] = {}
@@ -336,6 +345,7 @@ class ServiceConfig:
     allowed_networks: tuple[str, ...] = default("service.allowed_networks")
     models_dir: str | None = default("service.models_dir")
     binary: str | None = default("service.binary")
+    egress: str = default("service.egress")
 
 
 @dataclass(frozen=True)
@@ -376,6 +386,13 @@ class LogsConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    pull: tuple[str, ...] = default("models.pull")
+    warm: tuple[str, ...] = default("models.warm")
+    keep_alive: str = default("models.keep_alive")
+
+
+@dataclass(frozen=True)
 class DeploymentConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -383,6 +400,7 @@ class DeploymentConfig:
     hardening: HardeningConfig = field(default_factory=HardeningConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)  # see ollama_ops.models
     source: str | None = None  # where it was read from, for messages
     # Dotted names of the keys the operator set, so `plan` can say "from the file".
     set_keys: frozenset[str] = frozenset()
@@ -467,6 +485,7 @@ SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = 
     "hardening": (_keyed(HardeningConfig), "what the sandbox leaves open"),
     "gpu": (_keyed(GpuConfig), "GPU power and clocks for `ollama-ops gpu`"),
     "logs": (_keyed(LogsConfig), "journal limits, probe filter and namespace"),
+    "models": (_keyed(ModelsConfig), "models apply pulls and keeps warm"),
 }
 
 
