@@ -51,7 +51,7 @@ def test_crash_exit_and_restart_with_its_reason() -> None:
     (restart,) = s.restarts
     assert restart.text == "restart #1"
     assert (
-        restart.reason == "failed: failed: exit-code"
+        restart.reason == "failed: result exit-code"
     )  # the unit's result wins over the exit line
 
 

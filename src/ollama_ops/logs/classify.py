@@ -95,7 +95,7 @@ _SYSTEMD: tuple[tuple[re.Pattern[str], Kind, Callable[[re.Match[str]], str]], ..
     (
         re.compile(r"Failed with result '([\w-]+)'"),
         Kind.FAILED,
-        lambda m: f"failed: {m[1]}",
+        lambda m: f"result {m[1]}",
     ),
     (
         re.compile(r"Scheduled restart job, restart counter is at (\d+)"),
