@@ -50,9 +50,7 @@ def test_crash_exit_and_restart_with_its_reason() -> None:
     s = summarize("crash-exit-2-restart-9170.log")
     (restart,) = s.restarts
     assert restart.text == "restart #1"
-    assert (
-        restart.reason == "failed: result exit-code"
-    )  # the unit's result wins over the exit line
+    assert restart.reason == "failed: result exit-code"  # the unit's result wins over the exit line
 
 
 def test_both_started_wordings_count() -> None:
