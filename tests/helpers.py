@@ -109,9 +109,10 @@ class FakeSystemctl:
 class FakeOllama:
     """The Ollama API as apply's health wait sees it; records the URLs asked."""
 
-    def __init__(self, up: bool = True) -> None:
+    def __init__(self, up: bool = True, models: list[dict[str, object]] | None = None) -> None:
         self.up = up
         self.asked: list[str] = []
+        self.models = models or []  # what /api/ps lists
 
     def is_up(self, base_url: str, timeout: float = 2.0) -> bool:
         self.asked.append(base_url)
@@ -119,6 +120,10 @@ class FakeOllama:
 
     def version(self, base_url: str, timeout: float = 2.0) -> str | None:
         return "0.33.0" if self.up else None
+
+    def ps(self, base_url: str, timeout: float = 2.0) -> list[dict[str, object]] | None:
+        self.asked.append(base_url + "/api/ps")
+        return list(self.models) if self.up else None
 
 
 def fake_runtime(

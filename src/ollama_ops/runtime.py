@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ollama_ops.host import proc
 from ollama_ops.host.ollama_api import HttpOllama, OllamaApi
@@ -45,6 +45,12 @@ def _read_nvml() -> tuple[Gpu, ...] | None:
     return read_nvml_gpus()
 
 
+def _import_pynvml() -> Any | None:
+    from ollama_ops.host.gpu import import_pynvml  # `gpu` changes settings through this module
+
+    return import_pynvml()
+
+
 def is_live_root(root: Path) -> bool:
     """Whether ``root`` is this machine's own ``/`` (symlinks resolved)."""
     return os.path.realpath(root) == "/"
@@ -58,6 +64,7 @@ class Runtime:
     run: Runner = proc.run
     ollama: OllamaApi = field(default_factory=HttpOllama)
     nvml: Callable[[], tuple[Gpu, ...] | None] = _read_nvml
+    load_nvml: Callable[[], Any | None] = _import_pynvml  # the pynvml module, or a stand-in
     hostname: Callable[[], str] = socket.gethostname
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time

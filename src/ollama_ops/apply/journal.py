@@ -40,6 +40,7 @@ from ollama_ops.apply.records import Journal, Op, Phase, Snapshot
 from ollama_ops.errors import CommandError, StateError
 from ollama_ops.host import proc
 from ollama_ops.host.systemd import SystemManager
+from ollama_ops.logs.journald import journald_units
 from ollama_ops.runtime import Runner
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ def undo(
     if live and systemctl is not None and journal.unit is not None:
         unit = journal.unit
         _systemd(notes, "systemctl daemon-reload", systemctl.daemon_reload)
+        for name in journald_units(set(journal.before.files)):  # journald reads config at start
+            _systemd(notes, f"restarting {name}", systemctl.restart, name)
         if journal.op is Op.ROLLBACK and created:
             _systemd(notes, f"enabling {created}", systemctl.enable, created)
         _systemd(notes, f"resetting {unit}", systemctl.reset_failed, unit)

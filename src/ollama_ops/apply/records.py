@@ -31,10 +31,17 @@ from ollama_ops.apply.fileio import FILE_MODE, MAX_READ, FileImage
 from ollama_ops.errors import StateError
 
 # The only directories ollama-ops writes files into (render's output must stay inside them).
-OWNABLE_PREFIXES = ("/etc/systemd/system/", "/etc/modules-load.d/", "/etc/nginx/")
+OWNABLE_PREFIXES = (
+    "/etc/systemd/system/",
+    "/etc/modules-load.d/",
+    "/etc/nginx/",
+    "/etc/systemd/journald.conf.d/",  # logs.global_limits
+    "/etc/systemd/journald@",  # logs.namespace: journald@NAME.conf
+)
 # Directories an apply into a bare tree may create on the way to the prefixes above.
 _PREFIX_DIRS = frozenset(
     {"/etc", "/etc/systemd", "/etc/systemd/system", "/etc/modules-load.d", "/etc/nginx"}
+    | {"/etc/systemd/journald.conf.d"}
 )
 FORMAT = 2
 MAX_FILES = 256

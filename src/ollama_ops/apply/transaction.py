@@ -55,6 +55,7 @@ from ollama_ops.errors import (
     StateError,
 )
 from ollama_ops.host.systemd import SystemManager
+from ollama_ops.logs.journald import journald_units
 from ollama_ops.model.deployment import Deployment
 from ollama_ops.plan.preflight import preflight  # plan, apply and audit share it
 from ollama_ops.runtime import Runtime
@@ -299,6 +300,8 @@ def _apply_locked(
             _commit(rt, state, record, systemctl)
             return Outcome(tuple(pending), number, False, f"{done}; systemd reloaded them")
         try:
+            for journald in journald_units({c.path for c in pending}):  # reads config at start
+                systemctl.restart(journald)
             problem = activate(
                 rt, systemctl, deployment, enable=enable, timeout=timeout, changes=pending
             )
@@ -380,6 +383,9 @@ def _rollback_locked(
             state.remove_generation(number)
             if systemctl is not None:
                 systemctl.daemon_reload()
+                for journald in journald_units(set(images)):
+                    with contextlib.suppress(CommandError):
+                        systemctl.restart(journald)
                 systemctl.reset_failed(unit)
                 if created != unit:
                     # The old configuration may not start either; its files are back regardless.

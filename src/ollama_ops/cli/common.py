@@ -18,6 +18,7 @@ from typing import TextIO
 from ollama_ops.apply import transaction
 from ollama_ops.apply.fileio import check_root
 from ollama_ops.errors import OpsError
+from ollama_ops.gpu import render as gpu_render
 from ollama_ops.model import config as config_mod
 from ollama_ops.model import facts as facts_mod
 from ollama_ops.model.deployment import Deployment
@@ -152,4 +153,7 @@ def prepare(args: argparse.Namespace, env: Env) -> Prepared:
         deployment = dataclasses.replace(deployment, notes=(*notes, *deployment.notes))
     # The one preflight: what apply would refuse, plan refuses too, and so does audit's reader.
     preflight(deployment, rt.root)
-    return Prepared(rt, host, deployment, render(deployment))
+    files = render(deployment)
+    # `gpu apply` owns its unit; every apply keeps the owned files it did not plan itself.
+    files.update({p: t for p, t in gpu_render.installed(rt.root).items() if p not in files})
+    return Prepared(rt, host, deployment, files)

@@ -20,7 +20,10 @@ from ollama_ops.cli import (
     bench,
     config,
     facts,
+    gpu,
     instance,
+    logs,
+    memory,
     plan,
     pull,
     rollback,
@@ -30,7 +33,21 @@ from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
 
 # The commands in the order `--help` lists them; each module has register() and run().
-COMMANDS = (facts, plan, apply, rollback, pull, audit, config, instance, simulate, bench)
+COMMANDS = (
+    facts,
+    plan,
+    apply,
+    rollback,
+    pull,
+    audit,
+    gpu,
+    logs,
+    memory,
+    config,
+    instance,
+    simulate,
+    bench,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ class OllamaApi(Protocol):
 
     def is_up(self, base_url: str, timeout: float = 2.0) -> bool: ...
     def version(self, base_url: str, timeout: float = 2.0) -> str | None: ...
+    def ps(self, base_url: str, timeout: float = 2.0) -> list[dict[str, object]] | None: ...
 
 
 class HttpOllama:
@@ -37,3 +38,15 @@ class HttpOllama:
         except (httpx.HTTPError, ValueError):
             return None
         return value if isinstance(value, str) else None
+
+    def ps(self, base_url: str, timeout: float = 2.0) -> list[dict[str, object]] | None:
+        """The loaded models (`GET /api/ps`); None when the API does not answer."""
+        import httpx
+
+        try:
+            reply = httpx.get(base_url + "/api/ps", timeout=timeout)
+            reply.raise_for_status()
+            models = reply.json().get("models")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else None

@@ -79,8 +79,11 @@ class Systemctl:
         self.run(["systemctl", "set-property", "--runtime", unit, *assignments], timeout=60)
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
+        # With LogNamespace= the service's own lines are in that namespace's journal.
+        namespace = self.show(unit, ["LogNamespace"]).get("LogNamespace", "")
+        extra = [f"--namespace=+{namespace}"] if namespace else []
         done = self.run(
-            ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
+            ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat", *extra],
             check=False,
             timeout=30,
         )

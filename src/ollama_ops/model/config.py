@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ollama_ops.errors import ConfigError
+from ollama_ops.gpu import spec as gpu_spec
+from ollama_ops.logs import spec as logs_spec
 from ollama_ops.model.bind import validate_bind
 from ollama_ops.model.facts import MAX_MEMORY_BYTES
 from ollama_ops.models import spec as models_spec
@@ -296,6 +298,28 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "directives to leave at systemd's default", '["MemoryDenyWriteExecute"]'),
     ConfigSetting("hardening", "read_write_paths", _writable_paths, (),
                   "more directories the service may write", '["/srv/cache"]'),
+    ConfigSetting("gpu", "persistence", gpu_spec.parse_persistence, True,
+                  "`gpu apply`: persistence mode on (nvidia-smi -pm 1)", "true"),
+    ConfigSetting("gpu", "power_limit", gpu_spec.parse_power, None,
+                  "`gpu apply`: watts or % of the card's default, inside its range", '"90%"'),
+    ConfigSetting("gpu", "lock_clocks", gpu_spec.parse_clock, None,
+                  "`gpu apply`: lock graphics clocks to a supported MHz, or \"max\"", "1410"),
+    ConfigSetting("gpu", "gpus", gpu_spec.parse_gpu_indexes, None,
+                  "`gpu apply`: which GPUs (nvidia-smi indexes; default all)", "[0, 1]"),
+    ConfigSetting("logs", "rate_limit_interval", logs_spec.parse_span, "30s",
+                  "LogRateLimitIntervalSec= (systemd 240+)", '"30s"'),
+    ConfigSetting("logs", "rate_limit_burst", logs_spec.parse_burst, 5000,
+                  "LogRateLimitBurst= per interval (0: no limit)", "5000"),
+    ConfigSetting("logs", "filter_probes", logs_spec.parse_flag, True,
+                  "LogFilterPatterns= drops 200s of health probes (systemd 253+)", "true"),
+    ConfigSetting("logs", "namespace", logs_spec.parse_namespace, None,
+                  "LogNamespace=: the service's own journal (journalctl --namespace=)", '"ollama"'),
+    ConfigSetting("logs", "namespace_max_use", logs_spec.parse_journal_size, "2G",
+                  "SystemMaxUse= of the namespace's journal", '"2G"'),
+    ConfigSetting("logs", "namespace_retention", logs_spec.parse_span, "14day",
+                  "MaxRetentionSec= of the namespace's journal", '"14day"'),
+    ConfigSetting("logs", "global_limits", logs_spec.parse_flag, False,
+                  "the guide's journald.conf.d limits for the whole journal", "false"),
     ConfigSetting("models", "pull", models_spec.parse_models, (),
                   "models apply pulls (egress opened only meanwhile)", '["llama3.2:3b"]'),
     ConfigSetting("models", "warm", models_spec.parse_models, (),
@@ -346,6 +370,25 @@ class HardeningConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    persistence: bool = default("gpu.persistence")
+    power_limit: gpu_spec.PowerSpec | None = default("gpu.power_limit")  # noqa: RUF009 (None)
+    lock_clocks: gpu_spec.ClockSpec | None = default("gpu.lock_clocks")  # noqa: RUF009 (None)
+    gpus: tuple[int, ...] | None = default("gpu.gpus")
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    rate_limit_interval: str = default("logs.rate_limit_interval")
+    rate_limit_burst: int = default("logs.rate_limit_burst")
+    filter_probes: bool = default("logs.filter_probes")
+    namespace: str | None = default("logs.namespace")
+    namespace_max_use: str = default("logs.namespace_max_use")
+    namespace_retention: str = default("logs.namespace_retention")
+    global_limits: bool = default("logs.global_limits")
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     pull: tuple[str, ...] = default("models.pull")
     warm: tuple[str, ...] = default("models.warm")
@@ -358,6 +401,8 @@ class DeploymentConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     environment: Mapping[str, str] = field(default_factory=dict)
     hardening: HardeningConfig = field(default_factory=HardeningConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)  # see ollama_ops.models
     instances: tuple[InstanceConfig, ...] = ()  # [instances.NAME], model/instances.py
     frontdoor: FrontDoorConfig | None = None  # [frontdoor], model/instances.py
@@ -455,6 +500,8 @@ SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = 
     "limits": (_keyed(LimitsConfig), "memory, CPU and file limits"),
     "environment": (_environment, "any other variable for ollama serve"),
     "hardening": (_keyed(HardeningConfig), "what the sandbox leaves open"),
+    "gpu": (_keyed(GpuConfig), "GPU power and clocks for `ollama-ops gpu`"),
+    "logs": (_keyed(LogsConfig), "journal limits, probe filter and namespace"),
     "models": (_keyed(ModelsConfig), "models apply pulls and keeps warm"),
     "instances": (_instances, "more instances ollama@NAME: gpus, port, limits (docs/instances.md)"),
     "frontdoor": (_frontdoor, "nginx in front of the instances (docs/instances.md)"),

@@ -50,6 +50,8 @@ class Deployment:
     bind_port: int
     notes: tuple[str, ...] = ()
     instances: InstancesPlan | None = None  # ollama@.service, its instances, the front door
+    # Other files the plan writes beside the unit (journald config), as (path, text).
+    files: tuple[tuple[str, str], ...] = ()
 
     @property
     def dropin_path(self) -> str:

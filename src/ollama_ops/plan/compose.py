@@ -11,6 +11,7 @@ puts the rules together.
 from __future__ import annotations
 
 from ollama_ops.errors import PlanError
+from ollama_ops.logs import plan as logs_plan
 from ollama_ops.model.bind import is_loopback, validate_bind
 from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Deployment, Section, Source
@@ -183,6 +184,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     hardening.hardening(b, facts, cfg, rw_paths, networks)
     bind_text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sizing.ollama_env(b, facts, cfg, bind_text, models)
+    logs_plan.settings(b, cfg.logs, cfg.set_keys)
 
     base: tuple[tuple[Section, str, str], ...] = ()
     write_base = installed.unit_path is None
@@ -212,6 +214,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
         )
     notes.extend(models_rules.notes(cfg))  # egress and [models]: models/rules.py
+    notes += logs_plan.notes(cfg.logs, svc.unit, facts.systemd_version)
     main = Deployment(
         unit_name=svc.unit,
         systemd_version=facts.systemd_version,
@@ -222,5 +225,6 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         bind_host=host,
         bind_port=port,
         notes=tuple(notes),
+        files=tuple(logs_plan.files(cfg.logs, facts.systemd_version).items()),
     )
     return instances.attach(facts, cfg, main)  # ollama@.service and its instances, if any

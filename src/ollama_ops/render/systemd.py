@@ -59,6 +59,7 @@ def render(deployment: Deployment) -> dict[str, str]:
         files[deployment.unit_path] = render_base_unit(deployment)
     if deployment.modules_load:
         files[MODULES_LOAD_PATH] = render_modules_load(deployment)
+    files.update(dict(deployment.files))
     if deployment.instances is not None:
         from ollama_ops.render import instances
 

@@ -1371,6 +1371,28 @@ _TABLE: tuple[Directive, ...] = (
         breaks="",
         sample="10000",
     ),
+    Directive(
+        name="LogFilterPatterns",
+        section="Service",
+        since=253,
+        list_valued=True,
+        grammar=Grammar.TEXT,  # one PCRE2 pattern per line, "~" to drop what matches
+        protects="logging",
+        why="Drops (~pattern) or keeps log lines by PCRE2 regex before they reach the journal.",
+        breaks="A pattern that is too wide hides the lines that explain a failure.",
+        sample="~probe",
+    ),
+    Directive(
+        name="LogNamespace",
+        section="Service",
+        since=245,
+        list_valued=False,
+        grammar=Grammar.WORD,
+        protects="logging",
+        why="Gives the service its own journal, with its own size and retention.",
+        breaks="`journalctl -u` no longer shows its output without --namespace=.",
+        sample="ollama",
+    ),
     # ------------------------------------------------------------- limits
     Directive(
         name="LimitNOFILE",
