@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,18 @@ def release_id(version: str, wheels: dict[str, list[Path]]) -> str:
     return f"{version}-{digest.hexdigest()[:12]}"
 
 
+def write_archive(path: Path, wheels: Sequence[Path]) -> None:
+    """An uncompressed, deterministic tar of ``wheels`` (flat; wheels are zips already)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for wheel_path in sorted(wheels, key=lambda p: p.name):
+            info = tarfile.TarInfo(wheel_path.name)
+            info.size = wheel_path.stat().st_size
+            info.mode = 0o644
+            with wheel_path.open("rb") as fh:
+                tar.addfile(info, fh)
+
+
 def _stage(
     stage: Path, request: Request, download: wheelhouse.Downloader
 ) -> tuple[role.Carried, int]:
@@ -75,24 +88,26 @@ def _stage(
     version = wheel.wheel_version(own)
     requires = wheel.wheel_requirements(own)
     found: dict[str, list[Path]] = {}
-    for python in request.pythons:
-        target = targets.Target(python, request.arch)
-        dest = stage / ROLE_DIR / "files" / "wheelhouse" / f"py{python}"
-        deps = wheelhouse.resolve(
-            wheelhouse.requirements_for(requires, target), target, dest, download
+    with tempfile.TemporaryDirectory(prefix="ollama-ops-export-") as tmp:
+        for python in request.pythons:
+            target = targets.Target(python, request.arch)
+            dest = Path(tmp) / f"py{python}"
+            reqs = wheelhouse.requirements_for(requires, target)
+            deps = wheelhouse.resolve(reqs, target, dest, download)
+            (dest / own.filename).write_bytes(own.data)
+            found[python] = [*deps, dest / own.filename]
+        carried = role.Carried(
+            version,
+            release_id(version, found),
+            {py: tuple(sorted(p.name for p in paths)) for py, paths in found.items()},
         )
-        (dest / own.filename).write_bytes(own.data)
-        found[python] = [*deps, dest / own.filename]
-    carried = role.Carried(
-        version,
-        release_id(version, found),
-        {py: tuple(sorted(p.name for p in paths)) for py, paths in found.items()},
-    )
+        for python, paths in found.items():
+            write_archive(stage / role.archive_path(python), paths)
+        size = sum(p.stat().st_size for paths in found.values() for p in paths)
     for rel, text in role.text_files(carried, request.health_command).items():
         path = stage / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    size = sum(p.stat().st_size for paths in found.values() for p in paths)
     return carried, size
 
 

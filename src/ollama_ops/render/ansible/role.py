@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -212,11 +212,15 @@ def variables(carried: Carried) -> str:
         f"{ROLE}_version": carried.version,
         f"{ROLE}_release": carried.release,
         f"{ROLE}_wheels": {
-            python: {"pip": carried.pip(python), "count": len(files)}
+            python: {
+                "archive": archive_name(python),
+                "pip": carried.pip(python),
+                "wheels": list(files),
+            }
             for python, files in sorted(carried.wheels.items())
         },
         f"{ROLE}_release_dir": f"{{{{ {ROLE}_prefix }}}}/releases/{target}",
-        f"{ROLE}_wheel_dir": f"{{{{ {ROLE}_prefix }}}}/wheels/{target}",
+        f"{ROLE}_wheel_archive": f"{{{{ {ROLE}_prefix }}}}/wheels/{target}.tar",
         f"{ROLE}_unit": f"{{{{ {ROLE}_service.unit | default('ollama.service') }}}}",
         f"{ROLE}_config": config,
     }
@@ -258,5 +262,10 @@ def text_files(carried: Carried, health_command: bool) -> dict[str, str]:
     return files
 
 
-def wheel_paths(python: str, names: Sequence[str]) -> list[str]:
-    return [f"roles/{ROLE}/files/wheelhouse/py{python}/{name}" for name in names]
+def archive_name(python: str) -> str:
+    return f"wheelhouse-py{python}.tar"
+
+
+def archive_path(python: str) -> str:
+    """Where the export puts the wheels of one target Python."""
+    return f"roles/{ROLE}/files/{archive_name(python)}"
