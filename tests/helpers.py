@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ollama_ops.errors import CommandError
 from ollama_ops.model import facts
 from ollama_ops.runtime import Runtime
 
@@ -35,13 +36,28 @@ WantedBy=default.target
 
 
 class FakeSystemctl:
-    """Records calls; `fail_start` makes the unit crash-loop like a bad config."""
+    """Records calls; `fail_start` makes the unit crash-loop like a bad config.
 
-    def __init__(self, props: dict[str, str] | None = None, *, fail_start: bool = False) -> None:
+    `down` is a host whose systemd does not answer (a container without it as PID 1).
+    """
+
+    def __init__(
+        self, props: dict[str, str] | None = None, *, fail_start: bool = False, down: bool = False
+    ) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.props = props or {}
         self.fail_start = fail_start
+        self.down = down
         self.started = False
+
+    def manager_version(self) -> str:
+        self.calls.append(("show", "-p", "Version"))
+        if self.down:
+            raise CommandError(
+                "systemctl show -p Version --value exited 1: System has not been booted with "
+                "systemd as init system (PID 1). Can't operate."
+            )
+        return "255.4-1"
 
     def daemon_reload(self) -> None:
         self.calls.append(("daemon-reload",))

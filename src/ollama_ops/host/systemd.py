@@ -27,6 +27,7 @@ def require(program: str) -> None:
 class SystemManager(Protocol):
     """What apply needs from systemd; tests pass a fake."""
 
+    def manager_version(self) -> str: ...
     def daemon_reload(self) -> None: ...
     def restart(self, unit: str) -> None: ...
     def enable(self, unit: str) -> None: ...
@@ -42,6 +43,13 @@ class Systemctl:
 
     def __init__(self, run: Runner = proc.run) -> None:
         self.run = run
+
+    def manager_version(self) -> str:
+        """The running manager's version; CommandError when systemd does not answer."""
+        out = self.run(["systemctl", "show", "-p", "Version", "--value"], timeout=30).stdout
+        if not out.strip():
+            raise CommandError("systemctl show -p Version printed nothing")
+        return out.strip()
 
     def daemon_reload(self) -> None:
         self.run(["systemctl", "daemon-reload"], timeout=120)
