@@ -7,6 +7,7 @@ The real rollout against booted systemd containers is tests/systemd/test_ansible
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import io
 import json
@@ -27,6 +28,7 @@ import yaml  # type: ignore[import-untyped]  # PyYAML comes with ansible-core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ollama_ops.cli import export as cli_export
 from ollama_ops.cli import main as cli
 from ollama_ops.cli.common import Env
 from ollama_ops.errors import CommandError, ExitStatus, OpsError
@@ -458,13 +460,10 @@ def test_module_check_mode_diff_mode_then_changed_then_ok(host_tree: Path, tmp_p
     assert tomllib.loads(config_file.read_text()) == cfg
     assert "OLLAMA_KEEP_ALIVE=30m" in dropin.read_text()
 
-    rc, out, data = play(tmp_path, host_tree, cfg, "--diff")
-    assert rc == 0, out
-    assert data["changed"] is False and apply_status(out) == "ok"
-
-    # An empty table renders nothing: the same file, still ok.
-    rc, out, data = play(tmp_path, host_tree, {**cfg, "hardening": {}})
+    # Again (an empty table renders nothing, so the same file): ok, nothing changed.
+    rc, out, data = play(tmp_path, host_tree, {**cfg, "hardening": {}}, "--diff")
     assert rc == 0 and data["changed"] is False and apply_status(out) == "ok", out
+    assert data["generation"] is None
 
 
 def test_module_refused_config_fails_with_ollama_ops_own_line(
@@ -486,3 +485,19 @@ def test_module_refused_config_fails_with_ollama_ops_own_line(
         assert expected in msg and "\n" not in msg, msg
         assert "Traceback" not in out
         assert not (host_tree / "etc/ollama-ops/ollama-ops.toml").exists()
+
+
+def test_the_health_gate_follows_health_deep_when_ollama_ops_has_it() -> None:
+    def parser(*health_options: str) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+        sub = p.add_subparsers()
+        sub.add_parser("plan")
+        if health_options:
+            health = sub.add_parser("health")
+            for option in health_options:
+                health.add_argument(option, action="store_true")
+        return p
+
+    assert cli_export.has_deep_health(parser("--deep", "--json")) is True
+    assert cli_export.has_deep_health(parser("--json")) is False
+    assert cli_export.has_deep_health(parser()) is False

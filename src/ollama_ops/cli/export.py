@@ -57,11 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.set_defaults(func=run)
 
 
-def has_deep_health() -> bool:
-    """Whether this ollama-ops has `health --deep` (then the role gates on it by default)."""
-    from ollama_ops.cli import main
-
-    for action in main.build_parser()._actions:
+def has_deep_health(parser: argparse.ArgumentParser) -> bool:
+    """Whether ``parser`` (ollama-ops') has `health --deep`: the role then gates on it."""
+    for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             health = action.choices.get("health")
             return health is not None and any("--deep" in a.option_strings for a in health._actions)
@@ -69,6 +67,7 @@ def has_deep_health() -> bool:
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
+    from ollama_ops.cli import main
     from ollama_ops.render.ansible import export, wheelhouse  # packaging: only when exporting
 
     pythons = [targets.parse_python(p) for p in args.python or targets.DEFAULT_PYTHONS]
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
         arch=args.arch,
         wheel_file=Path(args.wheel) if args.wheel else None,
         force=args.force,
-        health_command=has_deep_health(),
+        health_command=has_deep_health(main.build_parser()),
     )
     options = export.pip_options(args.find_links, args.no_index)
     result = export.export(request, wheelhouse.pip_downloader(options))
