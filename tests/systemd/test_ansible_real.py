@@ -191,12 +191,14 @@ def planned(c: Container, cfg: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
 
 
 GROUP = {"ollama_ops_limits": {"os_reserve": "2G"}, "ollama_ops_health_soak": 2}
+BOTH = ("-e", "ollama_ops_serial=2")
 
 
 def test_first_run_changes_both_second_changes_nothing_each_sized_by_its_own_facts(
     fleet: Fleet,
 ) -> None:
-    first = play(fleet, inventory(fleet), GROUP)
+    # One batch of both hosts (-e ollama_ops_serial=2): the one-at-a-time stop is the next test.
+    first = play(fleet, inventory(fleet), GROUP, *BOTH)
     assert first.rc == 0
     memory_max = {}
     for (name, c), gib in zip(fleet.hosts.items(), (16, 64), strict=True):
@@ -214,7 +216,7 @@ def test_first_run_changes_both_second_changes_nothing_each_sized_by_its_own_fac
     }
 
     pids = {name: c.show(UNIT, "MainPID")["MainPID"] for name, c in fleet.hosts.items()}
-    second = play(fleet, inventory(fleet), GROUP)
+    second = play(fleet, inventory(fleet), GROUP, *BOTH)
     assert second.rc == 0
     for name, c in fleet.hosts.items():
         assert second.recap[name]["changed"] == 0 and second.recap[name]["ok"] > 0
@@ -222,7 +224,7 @@ def test_first_run_changes_both_second_changes_nothing_each_sized_by_its_own_fac
 
     before = {name: sha(c, DROPIN, CONFIG) for name, c in fleet.hosts.items()}
     tighter = {**GROUP, "ollama_ops_limits": {"os_reserve": "2G", "memory_max_percent": 90}}
-    check = play(fleet, inventory(fleet), tighter, "--check", "--diff")
+    check = play(fleet, inventory(fleet), tighter, "--check", "--diff", *BOTH)
     assert check.rc == 0
     for name, c in fleet.hosts.items():
         assert check.recap[name]["changed"] > 0
@@ -344,8 +346,9 @@ def dead_pid() -> int:
 
 
 def test_targets_that_cannot_take_it_fail_with_one_line_each(
-    fleet: Fleet, unbooted: Container
+    fleet: Fleet, unbooted: Container, container_factory: BootFactory
 ) -> None:
+    debian11 = container_factory("bullseye")  # systemd 247, Python 3.9
     (fleet.deploy / "bad-input.yml").write_text(BAD_INPUT_PLAYBOOK)
     nopython = fleet.hosts["trixie-64g"]
     nopython.exec(["mv", "/usr/bin/python3", "/usr/bin/python3.away"])
@@ -356,6 +359,7 @@ def test_targets_that_cannot_take_it_fail_with_one_line_each(
                 "ollama_ops_limits": {"memory_max_percent": 120},
             },
             "no-python": host_vars(nopython),
+            "old-python": host_vars(debian11),
             "no-systemd": host_vars(unbooted),
             "unreachable": {**host_vars(unbooted), "ansible_oo_nsenter_pid": dead_pid()},
         }
@@ -369,6 +373,7 @@ def test_targets_that_cannot_take_it_fail_with_one_line_each(
         "limits.memory_max_percent = 120 must be a percentage between 0 and 100",
         "no-python": "error: no Python 3 at /usr/bin/python3 on this host; install python3 "
         "(3.10 or newer) or set ollama_ops_python",
+        "old-python": "error: /usr/bin/python3 is Python 3.9; ollama-ops needs 3.10 or newer",
         "no-systemd": "error: this host does not run systemd (no /run/systemd/system), so "
         "ollama-ops cannot manage a service here",
         "unreachable": "no process",
