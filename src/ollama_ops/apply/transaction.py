@@ -36,7 +36,7 @@ from typing import NoReturn
 from ollama_ops.apply import journal, store
 from ollama_ops.apply.activate import activate
 from ollama_ops.apply.diff import Change, diff
-from ollama_ops.apply.fileio import check_root, host_path, open_parent
+from ollama_ops.apply.fileio import check_root, open_parent
 from ollama_ops.apply.records import (
     OWNABLE_PREFIXES,
     Journal,
@@ -56,6 +56,7 @@ from ollama_ops.errors import (
 )
 from ollama_ops.host.systemd import SystemManager
 from ollama_ops.model.deployment import Deployment
+from ollama_ops.plan.preflight import preflight  # plan, apply and audit share it
 from ollama_ops.runtime import Runtime
 from ollama_ops.unitfile import effective
 
@@ -107,26 +108,6 @@ def packaged_unit(root: Path, unit_name: str, reported: str | None) -> str | Non
     if path is not None and path in journal.owned_files(root):
         return None
     return path
-
-
-def preflight(deployment: Deployment, root: Path) -> None:
-    """Refuse, before writing anything, a plan whose write paths do not exist.
-
-    systemd fails such a unit with status 226/NAMESPACE; saying so up front
-    beats a restart and an automatic rollback.
-    """
-    for setting in deployment.active():
-        path = setting.value or ""
-        # "-/x" may be missing; a plain path must exist.
-        if (
-            setting.key == "ReadWritePaths"
-            and path.startswith("/")
-            and not host_path(root, path).is_dir()
-        ):
-            raise OpsError(
-                f"ReadWritePaths={setting.value} ({setting.reason}) does not exist under "
-                f"{root}; create it, owned by the service user, before applying"
-            )
 
 
 def _only_ownable(files: Mapping[str, str]) -> None:

@@ -51,6 +51,7 @@ from ollama_ops.audit.values import parse_timespan as parse_timespan
 from ollama_ops.errors import OpsError
 from ollama_ops.host import systemd
 from ollama_ops.model.facts import HostFacts
+from ollama_ops.plan import preflight
 from ollama_ops.unitfile import effective as effective_mod
 
 __all__ = [
@@ -116,7 +117,7 @@ def audit(
     with_exposure: bool = True,
 ) -> Report:
     """Load ``unit_name`` under ``root``, run every rule and the exposure score."""
-    effective = effective_mod.load_effective(root, unit_name)
+    effective = preflight.load_unit(root, unit_name)  # the reader plan and apply use too
     if effective.fragment is None:
         raise OpsError(f"{unit_name} not found under {root}; install ollama or pass --root")
     version = systemd_version

@@ -9,6 +9,7 @@ other than localhost is not loopback).
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from ollama_ops.errors import ConfigError
 
@@ -42,7 +43,12 @@ def is_loopback(host: str) -> bool:
 
 
 def validate_bind(value: str, where: str = "service.bind") -> tuple[str, int]:
-    """Split a bind address we will write into (host, port), refusing anything doubtful."""
+    """Split a bind address we will write into (host, port), refusing anything doubtful.
+
+    The host comes back in its canonical spelling ("0:0::1" -> "::1"), since it is
+    also written into IPAddressAllow=. An IPv6 zone id ("fe80::1%eth0") is refused:
+    IPAddressAllow= has no zones, and Python's ipaddress accepts any text after '%'.
+    """
     text = value.strip()
     host, port_text, bracketed = split_bind(text)
     if bracketed and "]" not in text:
@@ -51,18 +57,27 @@ def validate_bind(value: str, where: str = "service.bind") -> tuple[str, int]:
         raise ConfigError(f"{where} = {value!r}: expected ':port' after ']'")
     host = host or "0.0.0.0"
     port_text = str(DEFAULT_PORT) if port_text is None else port_text
-    try:
-        port = int(port_text)
-    except ValueError as exc:
-        raise ConfigError(f"{where} = {value!r}: port {port_text!r} is not a number") from exc
+    if not re.fullmatch(r"[0-9]{1,5}", port_text):
+        raise ConfigError(f"{where} = {value!r}: port {port_text!r} is not a number")
+    port = int(port_text)
     if not 0 < port < 65536:
         raise ConfigError(f"{where} = {value!r}: port {port} is out of range 1-65535")
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError as exc:
-            raise ConfigError(
-                f"{where} = {value!r}: {host!r} is not an IP address; bind to an address such "
-                "as 127.0.0.1, 0.0.0.0 or a NIC's IP"
-            ) from exc
-    return host, port
+    if "%" in host:
+        raise ConfigError(
+            f"{where} = {value!r}: IPv6 zone ids ('%' and an interface) are not supported, "
+            "since IPAddressAllow= cannot express them; bind to a global address or 0.0.0.0"
+        )
+    if host == "localhost":
+        return host, port
+    if not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
+        raise ConfigError(
+            f"{where} = {value!r}: {host!r} is not an IP address; bind to an address such "
+            "as 127.0.0.1, 0.0.0.0 or a NIC's IP"
+        )
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where} = {value!r}: {host!r} is not an IP address; bind to an address such "
+            "as 127.0.0.1, 0.0.0.0 or a NIC's IP"
+        ) from exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -22,7 +23,9 @@ from typing import Any
 
 from ollama_ops.errors import ConfigError
 from ollama_ops.model.bind import validate_bind
-from ollama_ops.unitfile.syntax import is_plain_path
+from ollama_ops.model.facts import MAX_MEMORY_BYTES
+from ollama_ops.unitfile.grammar import MAX_CPUS, cpu_ranges
+from ollama_ops.unitfile.paths import is_plain_path, normalize, writable_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,26 +35,57 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 DEFAULT_CONFIG_PATH = Path("/etc/ollama-ops/ollama-ops.toml")
 DEFAULT_BIND = "127.0.0.1:11434"
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*([0-9]{1,20}(?:\.[0-9]{1,9})?)\s*([KMGT]?)(i?B)?\s*", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Below this ollama serve cannot run: the server, one runner and the smallest model
+# with its context take about half a GiB; the kernel would OOM-kill it at once.
+MIN_SERVICE_MEMORY = 512 * 1024**2
+# The largest open-file limit Linux accepts (fs.nr_open's ceiling, which systemd
+# raises it to at boot); above it setrlimit() fails and the unit exits 205/LIMITS.
+MAX_NOFILE = 1073741816
+# Below this Ollama runs out of descriptors for its clients, runners and model files.
+MIN_NOFILE = 1024
+
+
+def shown(text: str) -> str:
+    """A key or value for a one-line message: as is when plain, else repr, cut short."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,60}", text):
+        return text
+    out = repr(text)
+    return out if len(out) <= 62 else out[:60] + "..."
 
 
 def parse_size(value: object, where: str) -> int:
     """Bytes from an int or a string like "48G", "512MiB", "1.5T" (powers of 1024)."""
     if isinstance(value, bool):
         raise ConfigError(f'{where} = {value!r} is not a size; write bytes or e.g. "48G"')
+    number: float | int | None = None
     if isinstance(value, int):
         if value <= 0:
-            raise ConfigError(f'{where} = {value} must be positive; write e.g. "48G"')
-        return value
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
+            raise ConfigError(f'{where} = {_number(value)} must be positive; write e.g. "48G"')
+        number = value
+    elif isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value)
         if match:
             number = float(match.group(1)) * _SIZE_FACTORS[match.group(2).upper()]
-            if number >= 1:
-                return int(number)
-    raise ConfigError(f'{where} = {value!r} is not a size; write bytes or e.g. "48G", "512M"')
+    if number is None or number < 1:
+        raise ConfigError(
+            f'{where} = {shown(str(value))} is not a size; write bytes or e.g. "48G", "512M"'
+        )
+    if number > MAX_MEMORY_BYTES:
+        raise ConfigError(
+            f"{where} = {_number(value)} is more memory than a Linux host can have "
+            f'(4 PiB); write a size such as "48G"'
+        )
+    return int(number)
+
+
+def _number(value: object) -> str:
+    """A number for a message; a huge one is not printed digit by digit."""
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return "a number of more than 30 digits"
+    return shown(str(value))
 
 
 def format_size(num_bytes: int) -> str:
@@ -67,9 +101,11 @@ def format_size(num_bytes: int) -> str:
 # ---------------------------------------------------------------- value parsers
 def _str(value: object, where: str) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{where} = {value!r} must be a string")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ConfigError(f"{where} = {value!r} contains a control character (newline?); remove it")
+        raise ConfigError(f"{where} = {_number(value)} must be a string")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise ConfigError(
+            f"{where} = {shown(value)} contains a control character (newline?); remove it"
+        )
     return value
 
 
@@ -77,61 +113,70 @@ def _path(value: object, where: str) -> str:
     text = _str(value, where)
     if not is_plain_path(text):
         raise ConfigError(
-            f"{where} = {text!r} must be an absolute path of letters, digits and ._/@+- "
-            "(no spaces, '%', '..' or quotes)"
+            f"{where} = {shown(text)} must be an absolute path of letters, digits and ._/@+- "
+            "(no spaces, '%', '..' or quotes), at most 4095 bytes"
         )
-    return text.rstrip("/") or "/"
+    return normalize(text)
 
 
-# Making one of these writable would undo ProtectSystem=strict for the whole OS.
-_SYSTEM_DIRS = frozenset(
-    {"/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/proc", "/sys", "/dev"}
-    | {"/run", "/var", "/var/lib", "/usr/local", "/usr/lib", "/usr/share", "/home", "/root"}
-)
+def writable_path(path: str, where: str) -> str:
+    """``path`` normalized, or ConfigError if the service must not write there."""
+    norm = normalize(path)
+    problem = writable_problem(norm)
+    if problem is not None:
+        raise ConfigError(
+            f"{where} = {shown(path)} would make a system directory writable ({problem}); "
+            "name a directory of its own, e.g. /srv/ollama/models"
+        )
+    return norm
 
 
 def _writable_path(value: object, where: str) -> str:
-    path = _path(value, where)
-    if path in _SYSTEM_DIRS:
-        raise ConfigError(
-            f"{where} = {path!r} would make a system directory writable; name a directory "
-            "of its own, e.g. /srv/ollama/models"
-        )
-    return path
+    return writable_path(_path(value, where), where)
 
 
 def _percent(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
-        raise ConfigError(f"{where} = {value!r} must be a percentage between 0 and 100")
+        raise ConfigError(f"{where} = {_number(value)} must be a percentage between 0 and 100")
     return float(value)
 
 
-def _positive_int(value: object, where: str, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise ConfigError(f"{where} = {value!r} must be a whole number from 1 to {maximum}")
+def _int_in(value: object, where: str, minimum: int, maximum: int, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(
+            f"{where} = {_number(value)} must be a whole number from {minimum} to {maximum}"
+            + (f" ({why})" if why else "")
+        )
     return value
 
 
 def _network(value: object, where: str) -> str:
     text = _str(value, where)
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError as exc:
-        raise ConfigError(
-            f'{where} = {text!r} is not a network; write CIDR such as "10.0.0.0/8" or an address'
-        ) from exc
+    # ASCII address characters only: ipaddress takes any text after '%' as an IPv6
+    # zone, which IPAddressAllow= would read as more words ("fe80::%x any").
+    if re.fullmatch(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?", text):
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            pass
+    raise ConfigError(
+        f'{where} = {shown(text)} is not a network; write CIDR such as "10.0.0.0/8" or an '
+        "address (no IPv6 zone ids)"
+    )
 
 
 def _str_list(value: object, where: str) -> list[object]:
     if not isinstance(value, list):
-        raise ConfigError(f'{where} = {value!r} must be a list, e.g. ["10.0.0.0/8"]')
+        raise ConfigError(f'{where} = {_number(value)} must be a list, e.g. ["10.0.0.0/8"]')
     return value
 
 
 def _unit_name(value: object, where: str) -> str:
     unit = _str(value, where)
-    if not re.fullmatch(r"[A-Za-z0-9_@:][A-Za-z0-9_.@:-]*\.service", unit) or ".." in unit:
-        raise ConfigError(f'{where} = {unit!r} is not a service name; write e.g. "ollama.service"')
+    if not re.fullmatch(r"[A-Za-z0-9_@:][A-Za-z0-9_.@:-]{0,240}\.service", unit) or ".." in unit:
+        raise ConfigError(
+            f'{where} = {shown(unit)} is not a service name; write e.g. "ollama.service"'
+        )
     return unit
 
 
@@ -149,19 +194,40 @@ def _size(value: object, where: str) -> int:
     return parse_size(value, where)
 
 
+def _memory_limit(value: object, where: str) -> int:
+    size = parse_size(value, where)
+    if size < MIN_SERVICE_MEMORY:
+        raise ConfigError(
+            f"{where} = {format_size(size)} is below the 512 MiB ollama serve needs to start "
+            "(server, runner and the smallest model); the kernel would OOM-kill or stall it; "
+            'write at least "1G"'
+        )
+    return size
+
+
 def _cpu_weight(value: object, where: str) -> int:
-    return _positive_int(value, where, 10000)
+    return _int_in(value, where, 1, 10000)
 
 
 def _nofile(value: object, where: str) -> int:
-    return _positive_int(value, where, 1 << 30)
+    return _int_in(
+        value,
+        where,
+        MIN_NOFILE,
+        MAX_NOFILE,
+        "below 1024 Ollama runs out of descriptors; above the kernel's fs.nr_open ceiling "
+        "the service fails to start with 205/LIMITS",
+    )
 
 
 def _allowed_cpus(value: object, where: str) -> str:
     text = _str(value, where)
-    if text not in ("auto", "none") and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
+    if text in ("auto", "none"):
+        return text
+    if not re.fullmatch(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*", text) or cpu_ranges(text) is None:
         raise ConfigError(
-            f'{where} = {text!r}; write "auto", "none" or a CPU list such as "0-15,32-47"'
+            f'{where} = {shown(text)}; write "auto", "none" or a CPU list such as "0-15,32-47" '
+            f"(ASCII digits, CPUs below {MAX_CPUS})"
         )
     return text
 
@@ -206,9 +272,9 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "the ollama binary ExecStart= runs", '"/usr/local/bin/ollama"'),
     ConfigSetting("limits", "os_reserve", _size, None,
                   "RAM kept for the OS before the percentages (default 4G, or RAM/4)", '"4G"'),
-    ConfigSetting("limits", "memory_high", _size, None,
+    ConfigSetting("limits", "memory_high", _memory_limit, None,
                   "MemoryHigh= as a size, instead of the percentage rule", '"48G"'),
-    ConfigSetting("limits", "memory_max", _size, None,
+    ConfigSetting("limits", "memory_max", _memory_limit, None,
                   "MemoryMax= as a size, instead of the percentage rule", '"56G"'),
     ConfigSetting("limits", "memory_high_percent", _percent, 80.0,
                   "MemoryHigh= as a share of RAM after the OS reserve", "80"),
@@ -287,7 +353,7 @@ def _suggest(key: str, known: set[str] | frozenset[str]) -> str:
 def _check_keys(table: Mapping[str, Any], known: frozenset[str], where: str, src: str) -> None:
     for key in table:
         if key not in known:
-            raise ConfigError(f"{src}: unknown key {where}{key}{_suggest(key, known)}")
+            raise ConfigError(f"{src}: unknown key {where}{shown(key)}{_suggest(key, known)}")
 
 
 def _keyed(cls: type[Any]) -> Callable[[Mapping[str, Any], str, str], Any]:
@@ -301,24 +367,49 @@ def _keyed(cls: type[Any]) -> Callable[[Mapping[str, Any], str, str], Any]:
     return parse
 
 
+# Variables that decide which code runs inside ollama serve: refused.
+_REFUSED_ENV = {
+    "OLLAMA_HOST": "set the bind address with service.bind, not OLLAMA_HOST",
+    "HOME": "HOME comes from the service user (or the state directory ollama-ops sets up); "
+    "Ollama writes its key to $HOME/.ollama, which must be writable: leave HOME out "
+    "and set service.models_dir for the models",
+    "LD_PRELOAD": "LD_PRELOAD loads a library into ollama serve and every runner, past the "
+    "sandbox; install what it provides system-wide instead",
+    "LD_AUDIT": "LD_AUDIT loads a library into ollama serve and every runner, past the sandbox",
+}
+
+
+def _env_value(raw: object, where: str) -> str:
+    if isinstance(raw, bool):
+        return "1" if raw else "0"
+    if isinstance(raw, int):
+        if abs(raw) >= 2**63:
+            raise ConfigError(
+                f"{where} = {_number(raw)} is out of range for a number; quote it if you mean "
+                "the text"
+            )
+        return str(raw)
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise ConfigError(f"{where} = {raw} is not a finite number; write a number or text")
+        return str(raw)
+    return _str(raw, where)
+
+
 def _environment(table: Mapping[str, Any], name: str, src: str) -> dict[str, str]:
     env: dict[str, str] = {}
     for var, raw in table.items():
-        where = f"{src}: {name}.{var}"
-        if not _ENV_NAME_RE.match(var):
+        where = f"{src}: {name}.{shown(var)}"
+        if not _ENV_NAME_RE.fullmatch(var):
             raise ConfigError(
-                f"{where}: {var!r} is not a valid variable name; use letters, digits and _"
+                f"{where}: {shown(var)} is not a valid variable name; use letters, digits and _"
             )
-        if var == "OLLAMA_HOST":
-            raise ConfigError(f"{where}: set the bind address with service.bind, not OLLAMA_HOST")
+        if var in _REFUSED_ENV:
+            raise ConfigError(f"{where}: {_REFUSED_ENV[var]}")
         if var == "OLLAMA_MODELS":
             env[var] = _writable_path(raw, where)
-        elif isinstance(raw, bool):
-            env[var] = "1" if raw else "0"
-        elif isinstance(raw, int | float):
-            env[var] = str(raw)
         else:
-            env[var] = _str(raw, where)
+            env[var] = _env_value(raw, where)
     return env
 
 
@@ -375,7 +466,14 @@ def loads(text: str, src: str = "config") -> DeploymentConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{src}: not valid TOML ({exc}); fix the syntax at that line") from exc
+        raise ConfigError(
+            f"{src}: not valid TOML ({' '.join(str(exc).split())}); fix the syntax at that line"
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, deep nesting
+        raise ConfigError(
+            f"{src}: cannot be read ({' '.join(str(exc).split())[:80]}); "
+            "shorten the number or the nesting"
+        ) from exc
     return from_dict(data, src)
 
 
@@ -394,4 +492,4 @@ def load(path: Path | None) -> DeploymentConfig:
         raise ConfigError(
             f"config file {str(target)!r} cannot be read ({exc}); check its permissions"
         ) from exc
-    return loads(text, str(target))
+    return loads(text, shown(str(target)) if not str(target).isprintable() else str(target))
