@@ -501,3 +501,25 @@ def test_the_health_gate_follows_health_deep_when_ollama_ops_has_it() -> None:
     assert cli_export.has_deep_health(parser("--deep", "--json")) is True
     assert cli_export.has_deep_health(parser("--json")) is False
     assert cli_export.has_deep_health(parser()) is False
+
+
+def test_the_summary_says_what_was_written_and_what_to_run_next() -> None:
+    result = export.Result(
+        directory=Path("deploy"),
+        version="1.0",
+        release="1.0-abc",
+        pythons=("3.11", "3.13"),
+        wheels=38,
+        size=12 * 2**20,
+        written=("roles/ollama_ops/tasks/main.yml", "playbook.yml"),
+        kept=("inventory.yml",),
+        health_gate="api",
+    )
+    text = cli_export._text(result)
+    assert text.splitlines()[0] == "exported ollama-ops 1.0 (release 1.0-abc) to deploy"
+    assert "38 wheels for Python 3.11, 3.13 (12.0 MiB)" in text
+    assert "deploy/inventory.yml: kept (yours)" in text and "deploy/playbook.yml: written" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    assert text.splitlines()[-1].startswith("next: ansible-playbook -i deploy/inventory.yml")
+    data = json.loads(cli_export._json(result))
+    assert data["kept"] == ["inventory.yml"] and data["bytes"] == 12 * 2**20

@@ -102,8 +102,10 @@ def export_role(deploy: Path) -> None:
     links = [f"--find-links={d}" for d in sorted((roots_dir() / "wheels").glob("py3.1[13]-*"))]
     argv = ["export", "ansible", str(deploy), "--python", "3.11", "--python", "3.13", *links]
     out, err = io.StringIO(), io.StringIO()
-    assert cli.main(argv, Env(out, err)) == 0, err.getvalue()
-    assert "exported ollama-ops" in out.getvalue()
+    assert cli.main([*argv, "--json"], Env(out, err)) == 0, err.getvalue()
+    summary = json.loads(out.getvalue())
+    assert summary["pythons"] == ["3.11", "3.13"] and summary["health_gate"] in ("api", "command")
+    assert "roles/ollama_ops/files/wheelhouse-py3.13.tar" in summary["written"]
 
 
 def sha(c: Container, *paths: str) -> str:
@@ -198,6 +200,12 @@ def test_first_run_changes_both_second_changes_nothing_each_sized_by_its_own_fac
     fleet: Fleet,
 ) -> None:
     # One batch of both hosts (-e ollama_ops_serial=2): the one-at-a-time stop is the next test.
+    # Check mode on hosts that never had the role: changes reported, nothing installed.
+    fresh = play(fleet, inventory(fleet), GROUP, "--check", *BOTH)
+    assert fresh.rc == 0
+    for name, c in fleet.hosts.items():
+        assert fresh.recap[name]["changed"] > 0
+        assert not c.exists("/opt/ollama-ops/releases") and not c.exists(DROPIN)
     first = play(fleet, inventory(fleet), GROUP, *BOTH)
     assert first.rc == 0
     memory_max = {}
