@@ -6,6 +6,7 @@ import argparse
 
 from ollama_ops.apply import transaction
 from ollama_ops.apply.diff import unified
+from ollama_ops.cli import pull
 from ollama_ops.cli.common import Env, add_config, add_facts, add_root, prepare, wait_seconds
 from ollama_ops.errors import ExitStatus
 
@@ -41,4 +42,4 @@ def run(args: argparse.Namespace, env: Env) -> int:
     for change in outcome.changes:
         env.stdout.write(f"{change.kind:<8} {change.path}\n")
     env.stdout.write(outcome.message + "\n")
-    return ExitStatus.OK
+    return pull.after_apply(args, env, prep, restarted=outcome.restarted)  # [models]
