@@ -19,6 +19,7 @@ from ollama_ops.cli import (
     audit,
     bench,
     config,
+    export,
     facts,
     gpu,
     instance,
@@ -45,6 +46,7 @@ COMMANDS = (
     memory,
     config,
     instance,
+    export,
     simulate,
     bench,
 )
