@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import shlex
 from collections.abc import Sequence
 
 from ollama_ops.apply import transaction
 from ollama_ops.apply.diff import Change, unified
+from ollama_ops.cli import pull
 from ollama_ops.cli.common import Env, add_config, add_facts, add_root, prepare, wait_seconds
 from ollama_ops.cli.output import Column, Doc, emit, emit_json, same_inputs, width_for
 from ollama_ops.errors import ExitStatus
@@ -124,13 +126,18 @@ def run(args: argparse.Namespace, env: Env) -> int:
     rollback_cmd = same_inputs("rollback", argparse.Namespace(root=args.root))
     summary = _summary(outcome, root, prep.rt.live, unit, rollback_cmd)
     if args.json:
+        # The [models] step's lines go into the document, which stays one JSON value.
+        lines = io.StringIO()
+        code = pull.after_apply(
+            args, Env(lines, env.stderr, env.make_runtime), prep, restarted=outcome.restarted
+        )
         data = _json(args, root, unit, summary, outcome.changes, outcome=outcome, diff_text=None)
-        emit_json(env.stdout, data)
-        return ExitStatus.OK
+        emit_json(env.stdout, {**data, "models": lines.getvalue().splitlines()})
+        return code
     doc.summary(summary)
     _files(doc, outcome.changes)
     emit(env.stdout, doc)
-    return ExitStatus.OK
+    return pull.after_apply(args, env, prep, restarted=outcome.restarted)  # [models]
 
 
 def _json(

@@ -24,6 +24,7 @@ from typing import Any
 from ollama_ops.errors import ConfigError
 from ollama_ops.model.bind import validate_bind
 from ollama_ops.model.facts import MAX_MEMORY_BYTES
+from ollama_ops.models import spec as models_spec
 from ollama_ops.unitfile.grammar import MAX_CPUS, cpu_ranges
 from ollama_ops.unitfile.paths import is_plain_path, normalize, writable_problem
 
@@ -270,6 +271,8 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "the model store (OLLAMA_MODELS); needs an ollama user", '"/srv/ollama/models"'),
     ConfigSetting("service", "binary", _path, None,
                   "the ollama binary ExecStart= runs", '"/usr/local/bin/ollama"'),
+    ConfigSetting("service", "egress", models_spec.parse_egress, models_spec.EGRESS_CLOSED,
+                  '"open" drops IPAddressDeny=any so plain `ollama pull` works (see plan)', '"open"'),
     ConfigSetting("limits", "os_reserve", _size, None,
                   "RAM kept for the OS before the percentages (default 4G, or RAM/4)", '"4G"'),
     ConfigSetting("limits", "memory_high", _memory_limit, None,
@@ -290,6 +293,12 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "directives to leave at systemd's default", '["MemoryDenyWriteExecute"]'),
     ConfigSetting("hardening", "read_write_paths", _writable_paths, (),
                   "more directories the service may write", '["/srv/cache"]'),
+    ConfigSetting("models", "pull", models_spec.parse_models, (),
+                  "models apply pulls (egress opened only meanwhile)", '["llama3.2:3b"]'),
+    ConfigSetting("models", "warm", models_spec.parse_models, (),
+                  "models apply pulls and loads, kept for keep_alive", '["llama3.2:3b"]'),
+    ConfigSetting("models", "keep_alive", models_spec.parse_keep_alive, "-1",
+                  'how long warm models stay loaded ("-1": forever, "30m")', '"-1"'),
 )  # fmt: skip
 
 _BY_SECTION: dict[str, dict[str, ConfigSetting]] = {}
@@ -312,6 +321,7 @@ class ServiceConfig:
     allowed_networks: tuple[str, ...] = default("service.allowed_networks")
     models_dir: str | None = default("service.models_dir")
     binary: str | None = default("service.binary")
+    egress: str = default("service.egress")
 
 
 @dataclass(frozen=True)
@@ -333,11 +343,19 @@ class HardeningConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    pull: tuple[str, ...] = default("models.pull")
+    warm: tuple[str, ...] = default("models.warm")
+    keep_alive: str = default("models.keep_alive")
+
+
+@dataclass(frozen=True)
 class DeploymentConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     environment: Mapping[str, str] = field(default_factory=dict)
     hardening: HardeningConfig = field(default_factory=HardeningConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)  # see ollama_ops.models
     source: str | None = None  # where it was read from, for messages
     # Dotted names of the keys the operator set, so `plan` can say "from the file".
     set_keys: frozenset[str] = frozenset()
@@ -420,6 +438,7 @@ SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = 
     "limits": (_keyed(LimitsConfig), "memory, CPU and file limits"),
     "environment": (_environment, "any other variable for ollama serve"),
     "hardening": (_keyed(HardeningConfig), "what the sandbox leaves open"),
+    "models": (_keyed(ModelsConfig), "models apply pulls and keeps warm"),
 }
 
 

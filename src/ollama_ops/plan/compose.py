@@ -15,6 +15,7 @@ from ollama_ops.model.bind import is_loopback, validate_bind
 from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Deployment, Section, Source
 from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
+from ollama_ops.models import rules as models_rules
 from ollama_ops.plan import guide, hardening, sizing
 from ollama_ops.plan.builder import Builder
 from ollama_ops.plan.hardening import Grant
@@ -104,6 +105,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     """Decide every setting of the deployment for this host and config."""
     svc = cfg.service
     host, port = validate_bind(svc.bind)
+    models_rules.check(cfg)
     networks = _networks(svc.bind, host, svc.allowed_networks)
     if svc.models_dir and "OLLAMA_MODELS" in cfg.environment:
         raise PlanError(
@@ -209,11 +211,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         notes.append(
             f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
         )
-    if len(networks) == 1:
-        notes.append(
-            "IPAddressDeny=any also blocks `ollama pull` (the server downloads): pull through a proxy "
-            "in allowed_networks, or copy models in"
-        )
+    notes.extend(models_rules.notes(cfg))  # egress and [models]: models/rules.py
     return Deployment(
         unit_name=svc.unit,
         systemd_version=facts.systemd_version,
