@@ -324,19 +324,35 @@ def parsers(
                 yield from parsers(child, f"{path} {name}")
 
 
+def no_help(action: argparse.Action) -> bool:
+    return not action.help or action.help == argparse.SUPPRESS
+
+
+FOUNDATION = ("facts", "plan", "apply", "rollback", "audit", "config", "simulate")
+
+
 def test_every_option_of_every_command_has_help() -> None:
-    """Walks whatever COMMANDS registers, commands added later included."""
+    """Walks whatever COMMANDS registers, commands added later and sub-commands included."""
     walked = dict(parsers(cli.build_parser(), "ollama-ops"))
-    registered = {name.split()[-1] for name in walked if name != "ollama-ops"}
-    assert len(registered) >= len(cli.COMMANDS)
-    missing = [
-        f"{path}: {action.option_strings or action.dest}"
+    assert len(walked) > len(cli.COMMANDS)
+    options = [
+        f"{path}: {'/'.join(action.option_strings)}"
         for path, parser in walked.items()
         for action in parser._actions
-        if not isinstance(action, argparse._SubParsersAction)
-        and (not action.help or action.help == argparse.SUPPRESS)
+        if action.option_strings and no_help(action)
     ]
-    assert missing == []
+    assert options == []
+    # The foundation's positional arguments say what they are too.
+    positionals = [
+        f"{path}: {action.dest}"
+        for path, parser in walked.items()
+        if path.split()[1:2] and path.split()[1] in FOUNDATION
+        for action in parser._actions
+        if not action.option_strings
+        and not isinstance(action, argparse._SubParsersAction)
+        and no_help(action)
+    ]
+    assert positionals == []
 
 
 def test_help_fits_and_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

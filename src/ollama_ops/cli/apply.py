@@ -128,12 +128,12 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if args.json:
         # The [models] step's lines go into the document, which stays one JSON value.
         lines = io.StringIO()
-        code = pull.after_apply(
+        models_code = pull.after_apply(
             args, Env(lines, env.stderr, env.make_runtime), prep, restarted=outcome.restarted
         )
         data = _json(args, root, unit, summary, outcome.changes, outcome=outcome, diff_text=None)
         emit_json(env.stdout, {**data, "models": lines.getvalue().splitlines()})
-        return code
+        return models_code
     doc.summary(summary)
     _files(doc, outcome.changes)
     emit(env.stdout, doc)
