@@ -69,7 +69,10 @@ def _summary(out: transaction.RollbackOutcome, root: str, live: bool, unit: str)
             )
         return f"{head}; {tail}"
     if live:
-        return f"{head}; nothing was reloaded (--no-restart): run `systemctl daemon-reload`"
+        return (
+            f"{head}; nothing was reloaded or restarted (--no-restart): run `systemctl "
+            f"daemon-reload && systemctl restart {quoted}` to use them"
+        )
     return f"{head}; nothing was reloaded or restarted (--root is not the live system)"
 
 
