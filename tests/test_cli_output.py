@@ -16,7 +16,7 @@ import dataclasses
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +29,10 @@ from ollama_ops.cli.facts import facts_doc
 from ollama_ops.cli.output import wrap
 from ollama_ops.errors import ExitStatus, exit_codes_help
 from ollama_ops.model import config
+from ollama_ops.model import facts as facts_mod
 from ollama_ops.plan import compose, explain
-from tests.helpers import FIXTURES, HOSTS, FakeSystemctl, fake_runtime, host
+from ollama_ops.runtime import Runtime
+from tests.helpers import FIXTURES, HOSTS, FakeOllama, FakeSystemctl, fake_runtime, host
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 WIDTH = 100
@@ -71,10 +73,13 @@ def plain_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(
-    *argv: str, systemctl: FakeSystemctl | None = None, stdout: io.StringIO | None = None
+    *argv: str,
+    systemctl: FakeSystemctl | None = None,
+    stdout: io.StringIO | None = None,
+    make_runtime: Callable[[Path], Runtime] | None = None,
 ) -> tuple[int, str, str]:
     out, err = stdout or io.StringIO(), io.StringIO()
-    env = Env(out, err, make_runtime=lambda r: fake_runtime(r, systemctl))
+    env = Env(out, err, make_runtime=make_runtime or (lambda r: fake_runtime(r, systemctl)))
     code = cli.main(list(argv), env)
     return code, out.getvalue(), err.getvalue()
 
@@ -102,8 +107,14 @@ def planned(facts_file: Path, cfg: str = "") -> dict[str, str]:
     return activate.expected_properties(d)
 
 
-def session(root: Path, facts_file: Path, cfg: Path | None) -> Iterator[tuple[str, int, str]]:
-    """Every command an operator runs on this host, in order, with its exit code and output."""
+def session(
+    root: Path,
+    facts_file: Path,
+    cfg: Path | None,
+    live_runtime: Callable[[Path], Runtime] | None = None,
+) -> Iterator[tuple[str, int, str]]:
+    """Every command an operator runs on this host, in order, with its exit code and output;
+    the live system is a fake systemd that takes the plan, or ``live_runtime``."""
     facts = ["--facts", str(facts_file), "--root", str(root)]
     facts += ["--config", str(cfg)] if cfg else []
     where = ["--root", str(root)]
@@ -125,14 +136,18 @@ def session(root: Path, facts_file: Path, cfg: Path | None) -> Iterator[tuple[st
         assert err == "", (argv, err)
         yield " ".join(argv[:2]), code, out
     # The live system, with a systemd that takes the plan.
-    live = FakeSystemctl(props=planned(facts_file, cfg.read_text() if cfg else ""))
+    live = (
+        None
+        if live_runtime
+        else FakeSystemctl(props=planned(facts_file, cfg.read_text() if cfg else ""))
+    )
     for argv in (
         ["apply", *facts],
         ["rollback", *where],
         ["apply", *facts, "--no-restart"],
         ["rollback", *where, "--no-restart"],
     ):
-        code, out, err = run(*argv, systemctl=live)
+        code, out, err = run(*argv, systemctl=live, make_runtime=live_runtime)
         assert err == "", (argv, err)
         yield " ".join(argv[:2]), code, out
 
@@ -171,6 +186,91 @@ def test_every_command_fits_100_columns_with_its_summary_first(
     doc = facts_doc(host(facts_file.stem))
     assert too_wide(doc.plain()) == []
     assert doc.plain().startswith(f"facts: host {host(facts_file.stem).hostname}: ")
+
+
+def test_two_instances_and_a_front_door_fit_100_columns_too(root: Path, tmp_path: Path) -> None:
+    """plan, apply, audit and rollback with [instances] and [frontdoor]: every instance and the
+    front door in the plan, apply and rollback say what they restarted, stopped and reloaded,
+    audit covers each instance and exits with the worst finding of them all."""
+    from tests.instances_helpers import TWO, need_nginx, plan, two_gpu_host
+    from tests.test_instances_apply import DOOR, Runs, Units
+
+    need_nginx()  # apply runs nginx -t on the front door before writing
+    facts_file = tmp_path / "two-gpus.json"
+    facts_file.write_text(facts_mod.dumps(two_gpu_host()))
+    cfg = tmp_path / "instances.toml"
+    cfg.write_text(TWO + DOOR)
+    units, runs = Units(plan(TWO + DOOR)), Runs()
+
+    def live(r: Path) -> Runtime:  # a systemd that takes the plan; nginx -t and reload faked
+        return Runtime(
+            root=r,
+            run=runs,
+            ollama=FakeOllama(),
+            sleep=lambda s: None,
+            make_systemctl=lambda: units,
+            live_override=True,
+        )
+
+    outputs: dict[str, list[str]] = {}
+    codes: dict[str, list[int]] = {}
+    for command, code, out in session(root, facts_file, cfg, live):
+        assert too_wide(out) == [], (command, too_wide(out))
+        assert re.match(rf"{command.split()[0]}( keys| --dry-run)?: ", out), out
+        assert code in (ExitStatus.OK, ExitStatus.CHANGES_PENDING) or "audit" in command
+        outputs.setdefault(command, []).append(says(out))
+        codes.setdefault(command, []).append(code)
+    plan_text = outputs["plan --facts"][0]
+    for needle in (
+        "also 2 instances of ollama@.service (ollama@big.service, ollama@fast.service)",
+        "Template ollama@.service for ollama@big.service, ollama@fast.service",
+        "Settings for ollama@fast.service",
+        "Settings for ollama@big.service",
+        "Front door /etc/nginx/conf.d/ollama-ops.conf (nginx; value, source, reason):",
+        "listen 127.0.0.1:8080 config frontdoor.listen",
+        "+++ b/etc/nginx/conf.d/ollama-ops.conf",
+    ):
+        assert needle in plan_text, needle
+    assert (
+        "restarts ollama.service, ollama@big.service, ollama@fast.service, reloads nginx"
+        in outputs["apply --facts"][0]  # the first --dry-run
+    )
+    not_live, live_apply, no_restart = outputs["apply --facts"][1], *outputs["apply --facts"][-2:]
+    assert (
+        "`systemctl daemon-reload && systemctl restart ollama.service ollama@big.service "
+        "ollama@fast.service && systemctl reload nginx`" in not_live
+    )
+    assert (
+        "ollama.service restarted and its API answers, ollama@big.service, ollama@fast.service "
+        "restarted and their APIs answer, nginx reloaded the front door" in live_apply
+    )
+    assert "nothing was restarted or reloaded (--no-restart)" in no_restart
+    audit = outputs["audit --facts"][0]
+    assert audit.startswith("audit: ollama.service and 2 instances: ")
+    for unit in ("ollama.service", "ollama@big.service", "ollama@fast.service"):
+        assert f"audit: {unit}: " in audit
+    live_rollback, held = outputs["rollback --root"][-2:]
+    assert (
+        "ollama@big.service stopped, ollama@fast.service stopped, nginx reloaded" in live_rollback
+    )
+    assert (
+        "&& systemctl stop ollama@big.service ollama@fast.service && systemctl reload nginx`"
+        in (held)
+    )
+    assert ("systemctl", "reload-or-restart", "nginx.service") in runs.calls
+    # The --json twins say the same.
+    args = ["--facts", str(facts_file), "--root", str(root), "--config", str(cfg), "--json"]
+    planned_json = json.loads(run("plan", *args)[1])["instances"]
+    assert [i["unit"] for i in planned_json["instances"]] == [
+        "ollama@big.service",
+        "ollama@fast.service",
+    ]
+    assert planned_json["frontdoor"]["path"] == "/etc/nginx/conf.d/ollama-ops.conf"
+    assert json.loads(run("apply", "--dry-run", *args)[1])["units"] == {
+        "restart": ["ollama.service", "ollama@big.service", "ollama@fast.service"],
+        "stop": [],
+        "reload_nginx": True,
+    }
 
 
 def test_facts_of_this_machine_fit_too() -> None:

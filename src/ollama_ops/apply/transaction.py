@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from ollama_ops.apply import journal, store
+from ollama_ops.apply import instances, journal, store
 from ollama_ops.apply.activate import activate
 from ollama_ops.apply.diff import Change, diff
 from ollama_ops.apply.fileio import check_root, open_parent
@@ -84,6 +84,7 @@ class RollbackOutcome:
     restarted: bool = False  # the unit was restarted with the restored files
     interrupted: bool = False  # it undid an apply a crash had interrupted
     stopped: str | None = None  # the unit the generation had written whole: stopped, disabled
+    instances: tuple[str, ...] = ()  # what happened to instances and nginx ("... restarted")
 
 
 def _diff(root: Path, files: Mapping[str, str], view: journal.View) -> list[Change]:
@@ -166,7 +167,7 @@ def _undo(
 ) -> NoReturn:
     """Undo ``record`` and raise ``error``; StateError when even the undo failed."""
     try:
-        notes = journal.undo(rt.root, state, record, systemctl)
+        notes = journal.undo(rt.root, state, record, systemctl, run=rt.run)
     except (OSError, OpsError) as exc:
         raise StateError(
             f"{problem}, and restoring the previous files failed too ({_why(exc)}); "
@@ -187,7 +188,7 @@ def _undone_on_interrupt(
         raise
     except BaseException:  # Ctrl-C, a bug: put the old files back, then let it through
         with contextlib.suppress(Exception):
-            journal.undo(rt.root, state, record, systemctl)
+            journal.undo(rt.root, state, record, systemctl, run=rt.run)
         raise
 
 
@@ -230,6 +231,7 @@ def apply(
     check_root(root)
     _only_ownable(files)
     preflight(deployment, root)
+    instances.preflight(deployment, root)  # nginx -t on the front door, if there is one
     systemctl = rt.systemctl() if rt.live else None
     if systemctl is not None:
         _systemd_answers(systemctl)
@@ -314,7 +316,9 @@ def _apply_locked(
                 tuple(pending), number, False, f"{done}; systemd reloaded them", reloaded=True
             )
         try:
-            problem = activate(rt, systemctl, deployment, enable=enable, timeout=timeout)
+            problem = activate(
+                rt, systemctl, deployment, enable=enable, timeout=timeout, changes=pending
+            )
         except OpsError as exc:  # systemctl itself failed or timed out: still roll back
             problem = str(exc)
         if problem is not None:
@@ -389,17 +393,20 @@ def rollback_outcome(rt: Runtime, unit: str, *, restart: bool = True) -> Rollbac
         numbers = state.generations()
         if not numbers:
             return RollbackOutcome(None)
-        files, restarted, stopped = _rollback_locked(rt, state, numbers[-1], unit, systemctl)
+        files, restarted, stopped, others = _rollback_locked(
+            rt, state, numbers[-1], unit, systemctl
+        )
         return RollbackOutcome(
-            numbers[-1], files, systemctl is not None, restarted, stopped=stopped
+            numbers[-1], files, systemctl is not None, restarted, stopped=stopped, instances=others
         )
 
 
 def _rollback_locked(
     rt: Runtime, state: store.State, number: int, unit: str, systemctl: SystemManager | None
-) -> tuple[tuple[tuple[str, bool], ...], bool, str | None]:
-    """Restore generation ``number``: the files put back, whether ``unit`` restarted, and
-    the unit stopped and disabled (one the generation had written whole)."""
+) -> tuple[tuple[tuple[str, bool], ...], bool, str | None, tuple[str, ...]]:
+    """Restore generation ``number``: the files put back, whether ``unit`` restarted, the
+    unit stopped and disabled (one the generation had written whole), and what happened to
+    the instances and nginx."""
     root = rt.root
     manifest = state.manifest(number)  # validated whole before anything is touched
     journal.check(root, manifest.before)
@@ -410,6 +417,7 @@ def _rollback_locked(
     _begin(state, record, RollbackError)
     created = manifest.enabled_unit
     restarted = False
+    others: tuple[str, ...] = ()
     with _undone_on_interrupt(rt, state, record, systemctl):
         try:
             if systemctl is not None and created:
@@ -426,10 +434,12 @@ def _rollback_locked(
                     with contextlib.suppress(CommandError):
                         systemctl.restart(unit)
                         restarted = True
+                others = instances.after_restore(root, systemctl, images, rt.run)  # and nginx
         except (OSError, OpsError) as exc:
             _undo(rt, state, record, systemctl, problem=_why(exc), error=RollbackError)
         _commit(rt, state, record, systemctl)
-    return _files(manifest.before), restarted, created if systemctl is not None else None
+    stopped = created if systemctl is not None else None
+    return _files(manifest.before), restarted, stopped, others
 
 
 def recover(rt: Runtime) -> Journal | None:

@@ -9,7 +9,7 @@ and human forms. Pure data: nothing here reads the host.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -93,17 +93,59 @@ def summary(report: Report) -> str:
     )
     if not report.findings:
         return f"audit: {report.unit}: no findings{exposure}; nothing to do"
-    counts = {s: sum(1 for f in report.findings if f.severity is s) for s in Severity}
-    found = ", ".join(
+    return (
+        f"audit: {report.unit}: {_found(report.findings)} (worst: {report.worst().label}){exposure}; "
+        "each finding below says its fix, and `ollama-ops plan` shows the drop-in that "
+        "fixes most of them"
+    )
+
+
+def _found(findings: Iterable[Finding]) -> str:
+    """``2 warnings, 1 error``: how many of each severity, worst first."""
+    seen = [f.severity for f in findings]
+    counts = {s: seen.count(s) for s in Severity}
+    return ", ".join(
         f"{n} {s.label if n == 1 or s in (Severity.INFO, Severity.CRITICAL) else s.label + 's'}"
         for s, n in sorted(counts.items(), reverse=True)
         if n
     )
+
+
+def worst_of(reports: Sequence[Report]) -> Severity:
+    """The worst severity over the main unit and its instances: it decides the exit code."""
+    return max((r.worst() for r in reports), default=Severity.INFO)
+
+
+def fleet_summary(reports: Sequence[Report]) -> str:
+    """The first line over the main unit and its instances (one report: :func:`summary`)."""
+    if len(reports) == 1:
+        return summary(reports[0])
+    main, rest = reports[0], reports[1:]
+    units = f"{main.unit} and {len(rest)} instance{'s' if len(rest) > 1 else ''}"
+    findings = [f for r in reports for f in r.findings]
+    if not findings:
+        return f"audit: {units}: no findings; nothing to do"
+    worst = worst_of(reports)
+    where = ", ".join(r.unit for r in reports if r.findings and r.worst() is worst)
     return (
-        f"audit: {report.unit}: {found} (worst: {report.worst().label}){exposure}; "
-        "each finding below says its fix, and `ollama-ops plan` shows the drop-in that "
-        "fixes most of them"
+        f"audit: {units}: {_found(findings)} (worst: {worst.label}, in {where}); each unit "
+        "follows with its findings and their fixes, and `ollama-ops plan` shows the files "
+        "that fix most of them"
     )
+
+
+def fleet_doc(reports: Sequence[Report], width: int = 100) -> Doc:
+    """:func:`text_doc` of each report under one summary (one report: its text_doc alone)."""
+    if len(reports) == 1:
+        return text_doc(reports[0], width)
+    worst = worst_of(reports)
+    doc = Doc(width)
+    found = any(r.findings for r in reports)
+    doc.summary(fleet_summary(reports), style=SEVERITY_STYLE[worst] if found else "")
+    for report in reports:
+        doc.blank()
+        doc.extend(text_doc(report, width))
+    return doc
 
 
 def text_doc(report: Report, width: int = 100) -> Doc:

@@ -6,13 +6,15 @@ import argparse
 import io
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ollama_ops.apply import transaction
+from ollama_ops.apply import instances, transaction
 from ollama_ops.apply.diff import Change, unified
 from ollama_ops.cli import pull
 from ollama_ops.cli.common import Env, add_config, add_facts, add_root, prepare, wait_seconds
 from ollama_ops.cli.output import Column, Doc, emit, emit_json, same_inputs, width_for
 from ollama_ops.errors import ExitStatus
+from ollama_ops.model.deployment import Deployment
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,29 +69,91 @@ def _dry_run_summary(changes: Sequence[Change], root: str, apply_cmd: str) -> st
     )
 
 
+@dataclass(frozen=True)
+class Activation:
+    """What the changes restart, stop and reload, decided as apply decides it
+    (apply/activate.py and apply/instances.py): the main unit when its own files changed, each
+    instance whose drop-in or template changed, an instance whose drop-in went, nginx when
+    the front door's file changed."""
+
+    restart: tuple[str, ...]
+    stop: tuple[str, ...]
+    nginx: bool
+
+    @classmethod
+    def of(cls, deployment: Deployment, changes: Sequence[Change]) -> Activation:
+        todo = instances.actions(deployment, changes)
+        main = (deployment.unit_name,) if instances.main_changed(deployment, changes) else ()
+        return cls(main + tuple(d.unit_name for d in todo.restart), todo.stop, todo.frontdoor)
+
+    def commands(self, unit: str) -> str:
+        """The systemctl commands that do it by hand (the main unit's restart when none)."""
+        out = [f"systemctl stop {shlex.join(self.stop)}"] if self.stop else []
+        if self.restart or not (self.stop or self.nginx):
+            out.append(f"systemctl restart {shlex.join(self.restart or (unit,))}")
+        if self.nginx:
+            out.append("systemctl reload nginx")
+        return " && ".join(out)
+
+    def done(self, unit: str) -> str:
+        """What the live apply did, after systemd reloaded the files."""
+        parts = [f"{unit} restarted and its API answers"] if unit in self.restart else []
+        others = [u for u in self.restart if u != unit]
+        if others:
+            parts.append(f"{', '.join(others)} restarted and {_answer(len(others))}")
+        if self.stop:
+            parts.append(f"{', '.join(self.stop)} stopped")
+        if self.nginx:
+            parts.append("nginx reloaded the front door")
+        if unit not in self.restart:
+            parts.append(f"{unit} kept running (its files did not change)")
+        return ", ".join(parts)
+
+    def would(self) -> str:
+        """What a live apply of these changes would do, for --dry-run."""
+        parts = [f"restarts {', '.join(self.restart)}"] if self.restart else []
+        parts += [f"stops {', '.join(self.stop)}"] if self.stop else []
+        parts += ["reloads nginx (the front door)"] if self.nginx else []
+        return f"on the live system apply {', '.join(parts) or 'restarts nothing'}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"restart": list(self.restart), "stop": list(self.stop), "reload_nginx": self.nginx}
+
+
+def _answer(count: int) -> str:
+    return "its API answers" if count == 1 else "their APIs answer"
+
+
 def _summary(
-    outcome: transaction.Outcome, root: str, live: bool, unit: str, rollback_cmd: str
+    outcome: transaction.Outcome,
+    root: str,
+    live: bool,
+    unit: str,
+    rollback_cmd: str,
+    *,
+    act: Activation,
 ) -> str:
     if not outcome.changes:
         return f"apply: {outcome.message}"
     files = f"wrote {_count(outcome.changes)} under {root}"
     wrote = f"{files} as generation {outcome.generation}"
     undo = f"`{rollback_cmd}` restores the previous files"
-    quoted = shlex.quote(unit)
     if not live:
         return (
             f"apply: {wrote}; nothing was reloaded or restarted (--root {root} is not the live "
             f"system): on the host that boots this tree run `systemctl daemon-reload && "
-            f"systemctl restart {quoted}`; {undo}"
+            f"{act.commands(unit)}`; {undo}"
         )
     if not outcome.restarted:
+        alone = act.restart in ((), (unit,)) and not (act.stop or act.nginx)
+        held = f"{unit} was not restarted" if alone else "nothing was restarted or reloaded"
         return (
-            f"apply: {wrote}; systemd reloaded them, {unit} was not restarted (--no-restart): "
-            f"run `systemctl restart {quoted}` to use them; {undo}"
+            f"apply: {wrote}; systemd reloaded them, {held} (--no-restart): "
+            f"run `{act.commands(unit)}` to use them; {undo}"
         )
     return (
         f"apply: applied generation {outcome.generation}: {files}; "
-        f"systemd reloaded them, {unit} restarted and its API answers; {undo}"
+        f"systemd reloaded them, {act.done(unit)}; {undo}"
     )
 
 
@@ -105,15 +169,21 @@ def run(args: argparse.Namespace, env: Env) -> int:
     root, unit = str(prep.rt.root), prep.deployment.unit_name
     doc = Doc(width_for(env.stdout))
     if args.dry_run:
+        instances.preflight(prep.deployment, prep.rt.root)  # nginx -t, as apply runs it
         pending = transaction.pending_changes(prep.rt.root, prep.files)
         diff_text = unified(pending)
         summary = _dry_run_summary(pending, root, same_inputs("apply", args))
         code = ExitStatus.CHANGES_PENDING if pending else ExitStatus.OK
+        act = Activation.of(prep.deployment, pending)
         if args.json:
-            data = _json(args, root, unit, summary, pending, outcome=None, diff_text=diff_text)
+            data = _json(
+                args, root, unit, summary, pending, act=act, outcome=None, diff_text=diff_text
+            )
             emit_json(env.stdout, data)
             return code
         doc.summary(summary)
+        if pending and act != Activation((unit,), (), nginx=False):
+            doc.text(act.would(), indent="  ", hanging="    ")  # instances, the front door
         if pending:
             _files(doc, pending)
             doc.blank()
@@ -124,14 +194,17 @@ def run(args: argparse.Namespace, env: Env) -> int:
         prep.rt, prep.deployment, prep.files, restart=not args.no_restart, timeout=args.timeout
     )
     rollback_cmd = same_inputs("rollback", argparse.Namespace(root=args.root))
-    summary = _summary(outcome, root, prep.rt.live, unit, rollback_cmd)
+    act = Activation.of(prep.deployment, outcome.changes)
+    summary = _summary(outcome, root, prep.rt.live, unit, rollback_cmd, act=act)
     if args.json:
         # The [models] step's lines go into the document, which stays one JSON value.
         lines = io.StringIO()
         models_code = pull.after_apply(
             args, Env(lines, env.stderr, env.make_runtime), prep, restarted=outcome.restarted
         )
-        data = _json(args, root, unit, summary, outcome.changes, outcome=outcome, diff_text=None)
+        data = _json(
+            args, root, unit, summary, outcome.changes, act=act, outcome=outcome, diff_text=None
+        )
         emit_json(env.stdout, {**data, "models": lines.getvalue().splitlines()})
         return models_code
     doc.summary(summary)
@@ -147,6 +220,7 @@ def _json(
     summary: str,
     changes: Sequence[Change],
     *,
+    act: Activation,
     outcome: transaction.Outcome | None,
     diff_text: str | None,
 ) -> dict[str, object]:
@@ -162,6 +236,8 @@ def _json(
         "generation": outcome.generation if outcome else None,
         "reloaded": outcome.reloaded if outcome else False,
         "restarted": outcome.restarted if outcome else False,
+        # What these changes restart, stop and reload: done when restarted is true.
+        "units": act.to_json(),
         "message": outcome.message if outcome else None,
         "diff": diff_text,
     }

@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="findings about the installed configuration; the exit code is the worst one",
         description="Read the unit as systemd would (its file and every drop-in) and report "
         "findings worst first, each with its file, line, directive and fix, plus the exposure "
-        "score of `systemd-analyze security`. Exit 0 with no warnings, 10/11/12 when the "
-        "worst finding is a warning, an error or critical.",
+        "score of `systemd-analyze security`; then each instance (ollama@NAME) of the unit's "
+        "template the same way, with the findings across them. Exit 0 with no warnings, "
+        "10/11/12 when the worst finding of them all is a warning, an error or critical.",
     )
     add_root(p)
     add_facts(p)
@@ -32,15 +33,23 @@ SEVERITY_EXIT = (ExitStatus.OK, ExitStatus.AUDIT_WARNING, ExitStatus.AUDIT_ERROR
 
 def run(args: argparse.Namespace, env: Env) -> int:
     from ollama_ops import audit
-    from ollama_ops.audit import model
+    from ollama_ops.audit import model, rules_instances
 
     rt = runtime(args, env)
     host = load_facts(args, rt) if (args.facts or rt.live) else None
     report = audit.audit(rt.root, args.unit, host)
+    # The main unit's instances (ollama@NAME) too, with the findings across them.
+    fleet = [] if "@" in args.unit else rules_instances.fleet_reports(rt.root, report, host)
     if args.json:
-        data = {"command": "audit", "summary": model.summary(report), **report.to_json()}
+        data = {
+            "command": "audit",
+            "summary": model.fleet_summary([report, *fleet]),
+            **report.to_json(),
+            "instances": [r.to_json() for r in fleet],
+            "worst_of_all": model.worst_of([report, *fleet]).label,  # decides the exit code
+        }
         emit_json(env.stdout, data)
     else:
-        emit(env.stdout, model.text_doc(report, width_for(env.stdout)))
-    worst = int(report.worst())
+        emit(env.stdout, model.fleet_doc([report, *fleet], width_for(env.stdout)))
+    worst = int(model.worst_of([report, *fleet]))
     return SEVERITY_EXIT[worst] if worst < len(SEVERITY_EXIT) else ExitStatus.AUDIT_CRITICAL

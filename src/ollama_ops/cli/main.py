@@ -14,12 +14,23 @@ import traceback
 from collections.abc import Sequence
 
 from ollama_ops import __version__
-from ollama_ops.cli import apply, audit, bench, config, facts, plan, pull, rollback, simulate
+from ollama_ops.cli import (
+    apply,
+    audit,
+    bench,
+    config,
+    facts,
+    instance,
+    plan,
+    pull,
+    rollback,
+    simulate,
+)
 from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
 
 # The commands in the order `--help` lists them; each module has register() and run().
-COMMANDS = (facts, plan, apply, rollback, pull, audit, config, simulate, bench)
+COMMANDS = (facts, plan, apply, rollback, pull, audit, config, instance, simulate, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

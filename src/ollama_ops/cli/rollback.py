@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from ollama_ops.apply import transaction
+from ollama_ops.apply import instances, transaction
 from ollama_ops.cli.common import Env, add_root, runtime
 from ollama_ops.cli.output import Column, Doc, emit, emit_json, plural, width_for
 from ollama_ops.errors import ExitStatus
@@ -62,16 +62,18 @@ def _summary(out: transaction.RollbackOutcome, root: str, live: bool, unit: str)
             tail += f", {out.stopped} (which that generation had written) stopped and disabled"
         if out.restarted:
             tail += f", {unit} restarted"
-        elif out.stopped != unit:
+        tail += "".join(f", {done}" for done in out.instances)  # ollama@NAME, nginx
+        if not out.restarted and out.stopped != unit:
             tail += (
                 f"; {unit} did not restart: see `systemctl status {quoted}` and "
                 f"`journalctl -u {quoted}`"
             )
         return f"{head}; {tail}"
     if live:
+        others = "".join(f" && {cmd}" for cmd in instances.by_hand(out.files))  # ollama@, nginx
         return (
             f"{head}; nothing was reloaded or restarted (--no-restart): run `systemctl "
-            f"daemon-reload && systemctl restart {quoted}` to use them"
+            f"daemon-reload && systemctl restart {quoted}{others}` to use them"
         )
     return f"{head}; nothing was reloaded or restarted (--root is not the live system)"
 
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
                 "reloaded": out.reloaded,
                 "restarted": out.restarted,
                 "stopped": out.stopped,
+                "instances": list(out.instances),  # what happened to ollama@NAME and nginx
             },
         )
         return ExitStatus.OK

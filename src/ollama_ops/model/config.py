@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_ops.errors import ConfigError
 from ollama_ops.model.bind import validate_bind
@@ -27,6 +27,9 @@ from ollama_ops.model.facts import MAX_MEMORY_BYTES
 from ollama_ops.models import spec as models_spec
 from ollama_ops.unitfile.grammar import MAX_CPUS, cpu_ranges
 from ollama_ops.unitfile.paths import is_plain_path, normalize, writable_problem
+
+if TYPE_CHECKING:
+    from ollama_ops.model.instances import FrontDoorConfig, InstanceConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -356,6 +359,8 @@ class DeploymentConfig:
     environment: Mapping[str, str] = field(default_factory=dict)
     hardening: HardeningConfig = field(default_factory=HardeningConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)  # see ollama_ops.models
+    instances: tuple[InstanceConfig, ...] = ()  # [instances.NAME], model/instances.py
+    frontdoor: FrontDoorConfig | None = None  # [frontdoor], model/instances.py
     source: str | None = None  # where it was read from, for messages
     # Dotted names of the keys the operator set, so `plan` can say "from the file".
     set_keys: frozenset[str] = frozenset()
@@ -431,6 +436,18 @@ def _environment(table: Mapping[str, Any], name: str, src: str) -> dict[str, str
     return env
 
 
+def _instances(table: Mapping[str, Any], name: str, src: str) -> Any:
+    from ollama_ops.model.instances import parse_instances  # it imports this module
+
+    return parse_instances(table, src)
+
+
+def _frontdoor(table: Mapping[str, Any], name: str, src: str) -> Any:
+    from ollama_ops.model.instances import parse_frontdoor
+
+    return parse_frontdoor(table, src) if table else None
+
+
 # Every [section] of the file: its parser and what it is for. The field of
 # DeploymentConfig has the section's name.
 SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = {
@@ -439,7 +456,10 @@ SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = 
     "environment": (_environment, "any other variable for ollama serve"),
     "hardening": (_keyed(HardeningConfig), "what the sandbox leaves open"),
     "models": (_keyed(ModelsConfig), "models apply pulls and keeps warm"),
+    "instances": (_instances, "more instances ollama@NAME: gpus, port, limits (docs/instances.md)"),
+    "frontdoor": (_frontdoor, "nginx in front of the instances (docs/instances.md)"),
 }
+_SECTION_EXAMPLES = {"instances": "[instances.fast] gpus = [0]", "frontdoor": 'listen = "..."'}
 
 
 def _check_limits(limits: LimitsConfig, src: str) -> None:
@@ -477,7 +497,8 @@ def keys_table() -> str:
         rows.append(f"| `{s.dotted}` | `{s.example}` | {s.help} |")
     for name, (_parse, help_text) in SECTIONS.items():
         if name not in _BY_SECTION:
-            rows.append(f'| `[{name}]` | `NAME = "value"` | {help_text} |')
+            example = _SECTION_EXAMPLES.get(name, 'NAME = "value"')
+            rows.append(f"| `[{name}]` | `{example}` | {help_text} |")
     return "\n".join(rows) + "\n"
 
 

@@ -16,7 +16,7 @@ from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Deployment, Section, Source
 from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
 from ollama_ops.models import rules as models_rules
-from ollama_ops.plan import guide, hardening, sizing
+from ollama_ops.plan import guide, hardening, instances, sizing
 from ollama_ops.plan.builder import Builder
 from ollama_ops.plan.hardening import Grant
 from ollama_ops.unitfile import directives
@@ -153,7 +153,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             "GPU driver loaded first: NoNewPrivileges stops nvidia-modprobe from loading nvidia_uvm later",
         )
     hardening.restart(b, cfg)
-    sizing.memory(b, facts, cfg)
+    sizing.memory(b, facts, instances.main_share(cfg, facts))  # a share beside instances
     sizing.cpu(b, facts, cfg)
     if dynamic or homeless:
         b.add(
@@ -212,7 +212,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
         )
     notes.extend(models_rules.notes(cfg))  # egress and [models]: models/rules.py
-    return Deployment(
+    main = Deployment(
         unit_name=svc.unit,
         systemd_version=facts.systemd_version,
         settings=tuple(b.settings),
@@ -223,3 +223,4 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         bind_port=port,
         notes=tuple(notes),
     )
+    return instances.attach(facts, cfg, main)  # ollama@.service and its instances, if any

@@ -218,12 +218,17 @@ def plan_doc(
     doc.summary(summary(changes, root, next_command))
     doc.text(f"for {host_summary(facts)}", indent="  ", hanging="    ")
     doc.text(f"sets {key_values(deployment)}", indent="  ", hanging="    ")
-    if deployment.notes:
+    from ollama_ops.plan import instance_explain
+
+    more = instance_explain.headline(deployment)  # ollama@NAME instances, the front door
+    if more:
+        doc.text(more, indent="  ", hanging="    ")
+    notes = len(deployment.notes) + (len(deployment.instances.notes) if deployment.instances else 0)
+    if notes:
         doc.text(
-            f"{plural(len(deployment.notes), 'note')} below to read before applying",
-            indent="  ",
-            style="yellow",
+            f"{plural(notes, 'note')} below to read before applying", indent="  ", style="yellow"
         )
+    if deployment.notes:
         doc.blank()
         doc.heading("Notes:")
         doc.bullets(deployment.notes, style="yellow")
@@ -232,6 +237,7 @@ def plan_doc(
     doc.blank()
     doc.heading(f"Settings for {printable(deployment.unit_name)} (value, source, reason):")
     worksheet_doc(doc, deployment)
+    instance_explain.report_doc(doc, deployment)  # ollama@.service, instances, front door
     doc.blank()
     if diff_text:
         doc.heading("Diff (a/ as installed, b/ as planned):")
@@ -266,6 +272,8 @@ def plan_json(
     next_command: str = "ollama-ops apply",
 ) -> dict[str, object]:
     """The same facts as the text, for `plan --json` (stable keys)."""
+    from ollama_ops.plan import instance_explain
+
     changed = {c.path: c.kind for c in changes}
     paths = sorted({*changed, deployment.dropin_path})
     return {
@@ -288,6 +296,7 @@ def plan_json(
             }
             for s in deployment.settings
         ],
+        "instances": instance_explain.report_json(deployment),
         "diff": diff_text,
         "guide": [
             {
