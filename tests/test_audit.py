@@ -929,18 +929,22 @@ def test_format_text(tmp_path: Path) -> None:
     report = audit.audit(make_root(tmp_path, GUIDE), with_exposure=False, systemd_version=252)
     text = audit.format_text(report)
     lines = text.splitlines()
-    assert lines[0] == f"ollama.service: /{UNIT_PATH}"
-    row = next(line for line in lines if "home-not-writable" in line)
-    assert row.startswith("CRITICAL")
-    assert f"/{DROPIN_DIR}/10-test.conf:69" in row
-    assert "ProtectSystem" in row
-    assert "fix: add ReadWritePaths=/usr/share/ollama" in row
-    assert lines[-1].startswith("worst: critical")
+    # The summary first: the unit, how bad, what to do; then the unit's files.
+    assert lines[0].startswith("audit: ollama.service: 2 critical, ")
+    assert "(worst: critical)" in text.split("\n\n")[0]
+    assert f"  unit: /{UNIT_PATH}" in lines
+    # One block per finding: severity, id, file:line (directive), the message, the fix.
+    block = next(b for b in text.split("\n\n") if "home-not-writable" in b)
+    assert block.startswith("CRITICAL home-not-writable")
+    assert f"/{DROPIN_DIR}/10-test.conf:69" in block.splitlines()[0]
+    assert "(ProtectSystem)" in block
+    assert "\n    fix: add ReadWritePaths=/usr/share/ollama" in block
     assert len(
         [x for x in lines if x.split(" ")[0] in {"INFO", "WARNING", "ERROR", "CRITICAL"}]
     ) == len(report.findings)
+    assert all(len(line) <= 100 for line in lines)
     clean = Report("ollama.service", "/u", (), (), 1.0)
-    assert audit.format_text(clean).endswith("no findings\n")
+    assert audit.format_text(clean).startswith("audit: ollama.service: no findings")
 
 
 def test_protect_home_tmpfs_needs_a_bind_mount(tmp_path: Path) -> None:

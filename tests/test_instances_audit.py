@@ -176,3 +176,27 @@ def test_cli_audit_json_lists_instances_and_exits_with_the_worst(
     assert [r["unit"] for r in data["instances"]] == ["ollama@gpu0.service", "ollama@gpu1.service"]
     assert code >= 11  # an error in an instance counts
     assert (root / "etc/systemd/system/ollama.service").read_text() == INSTALLER_UNIT
+
+
+def test_cli_audit_text_and_json_cover_every_instance_and_the_worst_of_all_decides(
+    root: Path, tmp_path: Path
+) -> None:
+    d = plan("")  # ollama-ops' own drop-in for the main unit: nothing above INFO there
+    apply.apply(Runtime(root=root), d, render.render(d))
+    guide(root)  # the guide's instances, with their errors
+    facts_file = tmp_path / "facts.json"
+    facts_file.write_text(facts_mod.dumps(two_gpu_host()))
+    argv = ["audit", "--root", str(root), "--facts", str(facts_file)]
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main([*argv, "--json"], Env(out, err))
+    data = json.loads(out.getvalue())
+    assert data["worst"] == "info" and data["worst_of_all"] in ("error", "critical")
+    assert code == {"error": 11, "critical": 12}[data["worst_of_all"]]
+    assert data["summary"].startswith("audit: ollama.service and 2 instances: ")
+    text, err = io.StringIO(), io.StringIO()
+    assert cli.main(argv, Env(text, err)) == code
+    words = " ".join(text.getvalue().split())
+    assert words.startswith(" ".join(data["summary"].split()))
+    for unit in ("ollama.service", "ollama@gpu0.service", "ollama@gpu1.service"):
+        assert f"audit: {unit}: " in words
+    assert max(len(line) for line in text.getvalue().splitlines()) <= 100

@@ -143,7 +143,7 @@ def test_add_creates_the_config_and_plan_then_shows_the_instance(
     code, out, err = run("apply", *common)
     assert code == 0, err
     code, out, _ = run("apply", "--dry-run", *common)
-    assert code == 0 and out == "nothing to change\n"
+    assert code == 0 and out.startswith("apply --dry-run: nothing to change: ")
 
 
 def test_plan_and_apply_refuse_an_instance_store_that_does_not_exist(

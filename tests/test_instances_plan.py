@@ -126,7 +126,7 @@ def test_explicit_limits_are_kept_and_an_over_budget_sum_is_refused() -> None:
     fast = instance(plan(TWO.replace("port = 11435", 'port = 11435\nmemory_max = "100G"')), "fast")
     row = next(s for s in fast.settings if s.key == "MemoryMax")
     assert (row.value, row.source, row.reason) == (
-        str(100 * 1024**3),
+        "100G",  # written exactly, as the config says it
         Source.CONFIG,
         "instances.fast.memory_max",
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,9 @@ def preflight(deployment: Deployment, root: Path, run: Runner = proc.run) -> Non
 
 def after_restore(
     root: Path, systemctl: SystemManager, restored: Mapping[str, object], run: Runner
-) -> None:
-    """Bring instances and nginx in line with the files a rollback just put back."""
+) -> tuple[str, ...]:
+    """Bring instances and nginx in line with the files a rollback just put back; what it did,
+    for the rollback's summary ("ollama@a.service stopped", "nginx reloaded")."""
     units: set[str] = set()
     stop: set[str] = set()
     for path, content in restored.items():
@@ -120,14 +122,40 @@ def after_restore(
             (stop if content is None else units).add(match["unit"])
         elif _TEMPLATE.match(path):
             units.update(_installed_instances(root, path))
+    done: list[str] = []
     for unit in sorted(stop):
         systemctl.stop(unit)
+        done.append(f"{unit} stopped")
     for unit in sorted(units - stop):
         systemctl.reset_failed(unit)
         with contextlib.suppress(OpsError):  # the old files may not start either; they are back
             systemctl.restart(unit)
+            done.append(f"{unit} restarted")
+            continue
+        done.append(f"{unit} did not restart")
     if any(p.startswith("/etc/nginx/") for p in restored):
         nginx.reload(run)
+        done.append("nginx reloaded")
+    return tuple(done)
+
+
+def by_hand(restored: Iterable[tuple[str, bool]]) -> tuple[str, ...]:
+    """The commands that do :func:`after_restore`'s work later, for files a rollback put back
+    (True) or removed (False) without telling systemd."""
+    restart: set[str] = set()
+    stop: set[str] = set()
+    nginx_too = False
+    for path, existed in restored:
+        match = _DROPIN.match(path)
+        if match:
+            (restart if existed else stop).add(match["unit"])
+        elif _TEMPLATE.match(path) and existed:  # every instance of it: "ollama@*.service"
+            restart.add(Path(path).name.replace("@.", "@*.", 1))
+        nginx_too = nginx_too or path.startswith("/etc/nginx/")
+    out = [f"systemctl stop {shlex.join(sorted(stop))}"] if stop else []
+    if restart - stop:
+        out.append(f"systemctl restart {shlex.join(sorted(restart - stop))}")
+    return (*out, "systemctl reload nginx") if nginx_too else tuple(out)
 
 
 def _installed_instances(root: Path, template: str) -> list[str]:

@@ -43,6 +43,7 @@ from ollama_ops.apply.records import (
     Manifest,
     Op,
     Phase,
+    Snapshot,
     is_ownable,
 )
 from ollama_ops.errors import (
@@ -71,6 +72,20 @@ class Outcome:
     generation: int | None
     restarted: bool
     message: str
+    reloaded: bool = False  # systemd re-read the unit files (daemon-reload)
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    """What a rollback put back: each file as it was before ``generation`` (None: nothing)."""
+
+    generation: int | None
+    files: tuple[tuple[str, bool], ...] = ()  # (path, existed before): restored, else removed
+    reloaded: bool = False  # systemd re-read the unit files
+    restarted: bool = False  # the unit was restarted with the restored files
+    interrupted: bool = False  # it undid an apply a crash had interrupted
+    stopped: str | None = None  # the unit the generation had written whole: stopped, disabled
+    instances: tuple[str, ...] = ()  # what happened to instances and nginx ("... restarted")
 
 
 def _diff(root: Path, files: Mapping[str, str], view: journal.View) -> list[Change]:
@@ -298,7 +313,9 @@ def _apply_locked(
             except CommandError as exc:
                 _undo(rt, state, record, systemctl, problem=str(exc), error=ApplyError)
             _commit(rt, state, record, systemctl)
-            return Outcome(tuple(pending), number, False, f"{done}; systemd reloaded them")
+            return Outcome(
+                tuple(pending), number, False, f"{done}; systemd reloaded them", reloaded=True
+            )
         try:
             for journald in journald_units({c.path for c in pending}):  # reads config at start
                 systemctl.restart(journald)
@@ -315,7 +332,11 @@ def _apply_locked(
             _undo(rt, state, record, systemctl, problem=f"{problem}{detail}", error=ApplyError)
         _commit(rt, state, record, systemctl)
     return Outcome(
-        tuple(pending), number, True, f"applied generation {number}; {deployment.unit_name} is up"
+        tuple(pending),
+        number,
+        True,
+        f"applied generation {number}; {deployment.unit_name} is up",
+        reloaded=True,
     )
 
 
@@ -343,6 +364,15 @@ def rollback(rt: Runtime, unit: str, *, restart: bool = True) -> int | None:
     An apply interrupted by a crash is undone first, and is then the change
     this rollback took back: its number is returned and nothing else is rolled back.
     """
+    return rollback_outcome(rt, unit, restart=restart).generation
+
+
+def _files(snapshot: Snapshot) -> tuple[tuple[str, bool], ...]:
+    return tuple((path, image is not None) for path, image in sorted(snapshot.files.items()))
+
+
+def rollback_outcome(rt: Runtime, unit: str, *, restart: bool = True) -> RollbackOutcome:
+    """:func:`rollback`, saying which files it restored and whether systemd was told."""
     root = rt.root
     check_root(root)
     systemctl = rt.systemctl() if rt.live and restart else None
@@ -350,20 +380,36 @@ def rollback(rt: Runtime, unit: str, *, restart: bool = True) -> int | None:
         _systemd_answers(systemctl)
     with store.locked(root, create=False) as state:
         if state is None:
-            return None
+            return RollbackOutcome(None)
         undone = journal.recover(root, state, systemctl)
         if undone is not None and undone.op is Op.APPLY:
-            return undone.generation
+            live = systemctl is not None and undone.phase is Phase.ACTIVATING
+            restarted = live and undone.manifest.enabled_unit != undone.unit
+            return RollbackOutcome(
+                undone.generation,
+                _files(undone.before),
+                live,
+                restarted,
+                interrupted=True,
+                stopped=undone.manifest.enabled_unit if live else None,
+            )
         numbers = state.generations()
         if not numbers:
-            return None
-        _rollback_locked(rt, state, numbers[-1], unit, systemctl)
-        return numbers[-1]
+            return RollbackOutcome(None)
+        files, restarted, stopped, others = _rollback_locked(
+            rt, state, numbers[-1], unit, systemctl
+        )
+        return RollbackOutcome(
+            numbers[-1], files, systemctl is not None, restarted, stopped=stopped, instances=others
+        )
 
 
 def _rollback_locked(
     rt: Runtime, state: store.State, number: int, unit: str, systemctl: SystemManager | None
-) -> None:
+) -> tuple[tuple[tuple[str, bool], ...], bool, str | None, tuple[str, ...]]:
+    """Restore generation ``number``: the files put back, whether ``unit`` restarted, the
+    unit stopped and disabled (one the generation had written whole), and what happened to
+    the instances and nginx."""
     root = rt.root
     manifest = state.manifest(number)  # validated whole before anything is touched
     journal.check(root, manifest.before)
@@ -373,6 +419,8 @@ def _rollback_locked(
     record = Journal(Op.ROLLBACK, number, phase, unit, before, manifest)
     _begin(state, record, RollbackError)
     created = manifest.enabled_unit
+    restarted = False
+    others: tuple[str, ...] = ()
     with _undone_on_interrupt(rt, state, record, systemctl):
         try:
             if systemctl is not None and created:
@@ -391,10 +439,13 @@ def _rollback_locked(
                     # The old configuration may not start either; its files are back regardless.
                     with contextlib.suppress(CommandError):
                         systemctl.restart(unit)
-                instances.after_restore(root, systemctl, images, rt.run)  # instances, nginx
+                        restarted = True
+                others = instances.after_restore(root, systemctl, images, rt.run)  # and nginx
         except (OSError, OpsError) as exc:
             _undo(rt, state, record, systemctl, problem=_why(exc), error=RollbackError)
         _commit(rt, state, record, systemctl)
+    stopped = created if systemctl is not None else None
+    return _files(manifest.before), restarted, stopped, others
 
 
 def recover(rt: Runtime) -> Journal | None:

@@ -9,9 +9,11 @@ and human forms. Pure data: nothing here reads the host.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+
+from ollama_ops.cli.output import Doc
 
 
 class Severity(IntEnum):
@@ -74,30 +76,97 @@ class Report:
         }
 
 
-def format_text(report: Report) -> str:
-    """A table: severity, id, file:line, directive, message, fix; one finding per line."""
-    head = [f"{report.unit}: {report.fragment}"]
-    head += [f"  drop-in: {d}" for d in report.dropins]
-    if report.exposure is not None:
-        head.append(f"  exposure: {report.exposure:.1f}")
+SEVERITY_STYLE = {
+    Severity.CRITICAL: "bold red",
+    Severity.ERROR: "red",
+    Severity.WARNING: "yellow",
+    Severity.INFO: "cyan",
+}
+
+
+def summary(report: Report) -> str:
+    """The first line: how bad, the exposure, what to do next."""
+    exposure = (
+        f"; exposure {report.exposure:.1f} of 10 (systemd-analyze security, lower is safer)"
+        if report.exposure is not None
+        else ""
+    )
     if not report.findings:
-        return "\n".join([*head, "no findings"]) + "\n"
-    rows = [
-        (
-            f.severity.label.upper(),
-            f.id,
-            f"{f.file}:{f.line}" if f.file else "-",
-            f.directive or "-",
-            f.message,
-            f"fix: {f.fix}",
-        )
-        for f in report.findings
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] + " -- " + r[5]
-        for r in rows
-    ]
-    counts = {s: sum(1 for f in report.findings if f.severity is s) for s in Severity}
-    summary = ", ".join(f"{n} {s.label}" for s, n in sorted(counts.items(), reverse=True) if n)
-    return "\n".join([*head, *lines, f"worst: {report.worst().label} ({summary})"]) + "\n"
+        return f"audit: {report.unit}: no findings{exposure}; nothing to do"
+    return (
+        f"audit: {report.unit}: {_found(report.findings)} (worst: {report.worst().label}){exposure}; "
+        "each finding below says its fix, and `ollama-ops plan` shows the drop-in that "
+        "fixes most of them"
+    )
+
+
+def _found(findings: Iterable[Finding]) -> str:
+    """``2 warnings, 1 error``: how many of each severity, worst first."""
+    seen = [f.severity for f in findings]
+    counts = {s: seen.count(s) for s in Severity}
+    return ", ".join(
+        f"{n} {s.label if n == 1 or s in (Severity.INFO, Severity.CRITICAL) else s.label + 's'}"
+        for s, n in sorted(counts.items(), reverse=True)
+        if n
+    )
+
+
+def worst_of(reports: Sequence[Report]) -> Severity:
+    """The worst severity over the main unit and its instances: it decides the exit code."""
+    return max((r.worst() for r in reports), default=Severity.INFO)
+
+
+def fleet_summary(reports: Sequence[Report]) -> str:
+    """The first line over the main unit and its instances (one report: :func:`summary`)."""
+    if len(reports) == 1:
+        return summary(reports[0])
+    main, rest = reports[0], reports[1:]
+    units = f"{main.unit} and {len(rest)} instance{'s' if len(rest) > 1 else ''}"
+    findings = [f for r in reports for f in r.findings]
+    if not findings:
+        return f"audit: {units}: no findings; nothing to do"
+    worst = worst_of(reports)
+    where = ", ".join(r.unit for r in reports if r.findings and r.worst() is worst)
+    return (
+        f"audit: {units}: {_found(findings)} (worst: {worst.label}, in {where}); each unit "
+        "follows with its findings and their fixes, and `ollama-ops plan` shows the files "
+        "that fix most of them"
+    )
+
+
+def fleet_doc(reports: Sequence[Report], width: int = 100) -> Doc:
+    """:func:`text_doc` of each report under one summary (one report: its text_doc alone)."""
+    if len(reports) == 1:
+        return text_doc(reports[0], width)
+    worst = worst_of(reports)
+    doc = Doc(width)
+    found = any(r.findings for r in reports)
+    doc.summary(fleet_summary(reports), style=SEVERITY_STYLE[worst] if found else "")
+    for report in reports:
+        doc.blank()
+        doc.extend(text_doc(report, width))
+    return doc
+
+
+def text_doc(report: Report, width: int = 100) -> Doc:
+    """Summary first; then the unit's files; then one block per finding, worst first:
+    severity, id, file:line and (directive) on its first line, the message and the fix under it."""
+    doc = Doc(width)
+    doc.summary(summary(report), style=SEVERITY_STYLE[report.worst()] if report.findings else "")
+    doc.text(f"unit: {report.fragment or 'none found'}", indent="  ", hanging="    ")
+    for dropin in report.dropins:
+        doc.text(f"drop-in: {dropin}", indent="  ", hanging="    ")
+    for f in report.findings:
+        doc.blank()
+        head = f"{f.severity.label.upper()} {f.id}"
+        head += f" at {f.file}:{f.line}" if f.file else ""
+        head += f" ({f.directive})" if f.directive else ""
+        doc.text(head, hanging="    ", style=SEVERITY_STYLE[f.severity])
+        doc.text(f.message, indent="    ", hanging="    ")
+        doc.text(f"fix: {f.fix}", indent="    ", hanging="      ")
+    return doc
+
+
+def format_text(report: Report) -> str:
+    """The human form of the report (plain text, 100 columns)."""
+    return text_doc(report).plain()

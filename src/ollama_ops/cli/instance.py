@@ -61,7 +61,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--cpu-weight", type=int, metavar="N", help="CPUWeight (default 150)")
     add.add_argument("--cpus", metavar="LIST", help='AllowedCPUs: "auto", "none" or "0-15"')
     add.add_argument("--models-dir", metavar="PATH", help='its model store, or "shared"')
-    add.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None)
+    add.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether Ollama may prune unused model files at start (--no-prune: OLLAMA_NOPRUNE=1)",
+    )
     add.add_argument("--share-gpus", action="store_true", help="allow its GPUs in others too")
     add.add_argument(
         "--model", action="append", default=[], metavar="NAME[=SIZE]", help="a model it serves"

@@ -55,13 +55,23 @@ COMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ollama-ops",
-        description="Run Ollama as a hardened, sized, verified systemd service.",
+        description="Run Ollama as a hardened, sized, verified systemd service.\n\n"
+        "The usual order: `facts` (what the host has), `plan` (what would change and why),\n"
+        "`apply` (write, restart, verify; `rollback` undoes it), `audit` (check what is\n"
+        "installed). Every command prints a summary first; most have --json.",
         epilog=exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--debug", action="store_true", help="log commands and show tracebacks of errors"
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version of ollama-ops and exit",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="log the commands run and show the traceback of an error (exit codes stay the same)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

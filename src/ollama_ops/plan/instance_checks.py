@@ -37,10 +37,14 @@ def shares(facts: HostFacts) -> int:
 
 
 def memory_bytes(value: str | None) -> int:
-    """A MemoryMax= value as written by the plan ("1234M" or bytes) in bytes."""
+    """A MemoryMax= value as written by the plan ("1234M", "8G", "1536K" or bytes) in bytes."""
     if not value:
         return 0
-    return int(value[:-1]) * MiB if value.endswith("M") else int(value)
+    factor = _SUFFIX.get(value[-1], 1)
+    return int(value[:-1]) * factor if factor > 1 else int(value)
+
+
+_SUFFIX = {"G": 1024**3, "M": MiB, "K": 1024}
 
 
 def _gpu_of(facts: HostFacts, ref: int | str, where: str) -> Gpu:

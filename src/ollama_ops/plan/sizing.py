@@ -20,6 +20,15 @@ def _mib(num_bytes: int) -> str:
     return f"{num_bytes // MiB}M"
 
 
+def _exact(num_bytes: int) -> str:
+    """A size from the config in systemd's syntax, exactly: 8G, 9000M, 1536K, else bytes."""
+    unit = next((u for u in ("G", "M", "K") if num_bytes % _UNITS[u] == 0), "")
+    return f"{num_bytes // _UNITS[unit]}{unit}"
+
+
+_UNITS = {"G": GiB, "M": MiB, "K": 1024, "": 1}
+
+
 def os_reserve(facts: HostFacts, cfg: DeploymentConfig) -> tuple[int, str]:
     """The RAM kept for the OS, and why; what is left is every unit's memory budget."""
     lim = cfg.limits
@@ -79,14 +88,14 @@ def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
     b.add(
         Section.SERVICE,
         "MemoryHigh",
-        _mib(high_b) if high_src is Source.RULE else str(high_b),
+        _mib(high_b) if high_src is Source.RULE else _exact(high_b),
         high_src,
         high_why,
     )
     b.add(
         Section.SERVICE,
         "MemoryMax",
-        _mib(max_b) if max_src is Source.RULE else str(max_b),
+        _mib(max_b) if max_src is Source.RULE else _exact(max_b),
         max_src,
         max_why,
     )
