@@ -289,3 +289,47 @@ def test_dry_run_checks_what_apply_would_refuse(root: Path, tmp_path: Path) -> N
         "apply", "--facts", FACTS, "--config", str(cfg), "--root", str(root), "--dry-run"
     )
     assert code == ExitStatus.BAD_INPUT and "does not exist" in err
+
+
+def test_readme_exit_codes_are_the_one_table() -> None:
+    from ollama_ops.errors import exit_codes_markdown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- exit-codes:start -->\n")[1].split("<!-- exit-codes:end -->")[0]
+    assert block == exit_codes_markdown()
+
+
+def test_a_symlink_loop_in_the_dropin_directory_is_not_changes_pending(root: Path) -> None:
+    # Issue 6: an unexpected OSError used to exit 1, which --dry-run means "changes pending".
+    loop = root / "etc/systemd/system/ollama.service.d"
+    loop.symlink_to(loop)  # the drop-in directory is a symlink to itself
+    code, _, err = run("apply", "--dry-run", "--root", str(root), "--facts", FACTS)
+    assert code not in (ExitStatus.OK, ExitStatus.CHANGES_PENDING, ExitStatus.INTERNAL), err
+    assert code in (ExitStatus.BAD_INPUT, ExitStatus.STATE)
+    assert err.count("\n") == 1 and "ollama.service.d" in err
+
+
+def test_a_file_where_the_generations_directory_should_be_is_a_state_error(root: Path) -> None:
+    state = root / "var/lib/ollama-ops"
+    state.mkdir(parents=True, mode=0o700)
+    (state / "generations").write_text("not a directory")
+    code, _, err = run("apply", "--root", str(root), "--facts", FACTS)
+    assert code == ExitStatus.STATE, err
+    assert err.count("\n") == 1 and "generations" in err
+
+
+def test_an_unexpected_exception_is_one_line_and_its_own_code(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ollama_ops.cli import common
+
+    def boom(*_: object, **__: object) -> None:
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr(common, "load_config", boom)
+    code, _, err = run("plan", "--root", str(root), "--facts", FACTS)
+    assert code == ExitStatus.INTERNAL
+    assert err.count("\n") == 1 and "ZeroDivisionError" in err and "--debug" in err
+    code, _, err = run("--debug", "plan", "--root", str(root), "--facts", FACTS)
+    assert code == ExitStatus.INTERNAL  # --debug adds the traceback, never changes the code
+    assert "Traceback" in err

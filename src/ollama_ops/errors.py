@@ -119,6 +119,16 @@ def exit_status(exc: BaseException) -> ExitStatus:
     return ExitStatus.INTERNAL
 
 
+def exit_codes_markdown() -> str:
+    """The exit-code table for the README (a test compares them)."""
+    rows = ["| code | meaning |", "|---|---|"]
+    rows += [f"| {int(code)} | {EXIT_MEANINGS[code]} |" for code in ExitStatus]
+    rows.append(
+        "| 0/1/2/3 | `health` only, the monitoring-plugin convention: OK, WARNING, CRITICAL, UNKNOWN |"
+    )
+    return "\n".join(rows) + "\n"
+
+
 def exit_codes_help() -> str:
     """The exit-code table as `--help` prints it."""
     rows = [f"  {int(code):>3}  {EXIT_MEANINGS[code]}" for code in ExitStatus]

@@ -84,7 +84,13 @@ def host_path(root: Path, path: str) -> Path:
     target = root / path.lstrip("/")
     base = root.resolve()
     if base != Path("/"):
-        if not target.parent.resolve().is_relative_to(base):
+        try:
+            parent = target.parent.resolve()
+        except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
+            raise StateError(
+                f"refusing {path}: {target.parent} is a symlink loop; replace it with a directory"
+            ) from exc
+        if not parent.is_relative_to(base):
             raise StateError(
                 f"refusing {path}: a symlink under {target.parent} leads outside --root {root}; "
                 "replace it with a directory or point --root at the real tree"
