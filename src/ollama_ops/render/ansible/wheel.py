@@ -77,7 +77,8 @@ def installed_wheel() -> Wheel:
             "ollama-ops is imported but not installed, so its metadata is missing; "
             "pip install it (or pass --wheel FILE)"
         ) from exc
-    metadata = dist.read_text("METADATA")
+    # A dist-info has METADATA; the egg-info that `pip install -e` leaves in src/ has PKG-INFO.
+    metadata = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
     if not metadata:
         raise OpsError("the installed ollama-ops has no METADATA; reinstall it or pass --wheel")
     files = package_files(Path(ollama_ops.__file__).parent)
