@@ -35,6 +35,11 @@ def run(args: argparse.Namespace, env: Env) -> int:
         pending = transaction.pending_changes(prep.rt.root, prep.files)
         env.stdout.write(unified(pending) or "nothing to change\n")
         return ExitStatus.CHANGES_PENDING if pending else ExitStatus.OK
+    # A tune that was killed half-way: its original configuration first (tune/marker.py).
+    from ollama_ops.tune.marker import recover
+
+    if note := recover(prep.rt, timeout=args.timeout):
+        env.stderr.write(f"ollama-ops: {note}\n")
     outcome = transaction.apply(
         prep.rt, prep.deployment, prep.files, restart=not args.no_restart, timeout=args.timeout
     )
