@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from ollama_ops.bench.slo import parse_slo
 from ollama_ops.errors import ApplyError, CommandError, ConfigError
 from ollama_ops.model import config as config_mod
 from ollama_ops.tune import configfile, params, report
-from ollama_ops.tune.command import parse_request
+from ollama_ops.tune.command import parse_request, shielded
 from ollama_ops.tune.errors import TuneError
 from ollama_ops.tune.options import add_arguments
 from ollama_ops.tune.params import Setting
@@ -459,3 +461,21 @@ def test_a_winner_that_fails_to_keep_is_restored_too() -> None:
     with pytest.raises(ApplyError, match="did not start"):
         sweep(a, measure_by({1: 100, 2: 180, 4: 150}), True)
     assert a.calls[-2:] == ["keep num_parallel=2", "restore"] and a.running is None
+
+
+def test_signals_wait_while_the_original_is_put_back_and_children_do_not_inherit_it() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with shielded():
+        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt here
+        os.kill(os.getpid(), signal.SIGTERM)  # would end the test run
+        status = subprocess.run(
+            ["grep", "-E", "^(SigBlk|SigIgn):", "/proc/self/status"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    # A service started meanwhile (systemctl, the simulator) can still be stopped.
+    for line in status.splitlines():
+        mask = int(line.split()[1], 16)
+        assert not mask & (1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)), status
+    assert signal.getsignal(signal.SIGINT) is before

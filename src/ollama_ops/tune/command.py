@@ -189,15 +189,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait while the original configuration is being put back."""
+    """Ctrl-C and SIGTERM are held off while the original configuration is being put back.
+
+    They are caught and dropped (the tune is ending anyway), not blocked: a blocked
+    signal mask would be inherited by every process started meanwhile.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        return None
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, hold) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class Shielded:
