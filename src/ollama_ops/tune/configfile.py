@@ -13,9 +13,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
-
 from ollama_ops.apply.fileio import open_dir
 from ollama_ops.errors import ConfigError
 from ollama_ops.model import config as config_mod
@@ -25,6 +22,9 @@ from .params import param_for
 
 def with_environment(text: str, env: Mapping[str, str], src: str) -> str:
     """``text`` with ``env`` set in its [environment] table (pure); checked by the config parser."""
+    import tomlkit  # only when a winner is kept
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         doc = tomlkit.parse(text)
     except TOMLKitError as exc:
