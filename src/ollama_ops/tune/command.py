@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from ollama_ops.bench.command import _check_writable, write_atomic
 from ollama_ops.bench.slo import Slo, parse_slo
 from ollama_ops.bench.workload import builtin, parse_output_length
 from ollama_ops.cli.common import Env, load_config, prepare
-from ollama_ops.errors import ExitStatus
+from ollama_ops.errors import ExitStatus, OpsError
 from ollama_ops.model import config as config_mod
 from ollama_ops.runtime import Runtime
 
@@ -129,13 +130,15 @@ def bench_measure(request: Request, target: runner.Target, out: TextIO) -> Measu
     workload = builtin(output)
 
     def measure(setting: params.Setting) -> Measurement:
+        started = time.monotonic()
         result = runner.run(request.shape(), target, workload)
+        seconds = time.monotonic() - started
         if result.partial:
             raise KeyboardInterrupt
         summ = summary.summarize(result, request.slo)
         if not summ.stages:
-            return Measurement(setting, None, "the benchmark ran no stage")
-        m = Measurement(setting, figures_of(summ.stages[0]))
+            return Measurement(setting, None, "the benchmark ran no stage", seconds=seconds)
+        m = Measurement(setting, figures_of(summ.stages[0]), seconds=seconds)
         f = m.figures
         assert f is not None
         met = f", SLO met {(f.slo_share or 0) * 100:.0f}%" if request.slo else ""
@@ -336,6 +339,10 @@ def _sweep(
         _write_json(args, run, None, kept=False, final=applier.last, partial=True, env=env)
         err.write(f"ollama-ops: tune interrupted; {applier.last}\n")
         return ExitStatus.INTERRUPTED
+    except OpsError:
+        if applier.last:  # the error follows on its own line, from cli.main
+            err.write(f"tune: stopped; {applier.last}\n")
+        raise
     final = _final(outcome, args.yes, run.ctx.config_path)
     text = report.render(plan, outcome.measurements, outcome.verdict, run.ctx, final)
     _write_json(args, run, outcome, kept=outcome.kept, final=final, partial=False, env=env)

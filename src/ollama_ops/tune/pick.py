@@ -90,6 +90,7 @@ class Measurement:
     figures: Figures | None
     failure: str = ""  # the service would not run it, or the benchmark failed
     note: str = ""  # what applying it did, e.g. "applied generation 7"
+    seconds: float | None = None  # how long measuring took, warm-up included
 
 
 @dataclass(frozen=True)

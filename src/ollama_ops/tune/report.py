@@ -170,6 +170,7 @@ def to_json(
                 "label": m.setting.label(),
                 "current": m.setting == plan.current,
                 "applied": m.note,
+                "measure_s": m.seconds,
                 "failure": m.failure or None,
                 "figures": _figures(m),
                 "winner": verdict is not None and i == verdict.winner,

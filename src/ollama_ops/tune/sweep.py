@@ -90,7 +90,7 @@ def measure_all(
             m = measure(setting)
         except CommandError as exc:
             m = Measurement(setting, None, f"the benchmark failed: {exc}")
-        done.append(Measurement(m.setting, m.figures, m.failure, note))
+        done.append(Measurement(m.setting, m.figures, m.failure, note, m.seconds))
     return done
 
 
