@@ -385,10 +385,13 @@ SECOND = "num_parallel=2: applied as generation"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_restores_the_original(service: SimService, sig: signal.Signals) -> None:
+def test_ctrl_c_or_sigterm_restores_the_original(
+    service: SimService, sig: signal.Signals, tmp_path: Path
+) -> None:
     before = snapshot(service.root)
+    report = tmp_path / "partial.json"
     argv = ("--param", "num_parallel=1,2,4", "--concurrency", "2", "--duration", "5", "--yes")
-    with tune_child(service, *argv) as proc:
+    with tune_child(service, *argv, "--json", str(report)) as proc:
         err = wait_for_line(proc, SECOND)
         proc.send_signal(sig)
         err += proc.communicate(timeout=60)[1]
@@ -397,6 +400,10 @@ def test_ctrl_c_or_sigterm_restores_the_original(service: SimService, sig: signa
     assert "Traceback" not in err
     assert snapshot(service.root) == before
     assert service.running_env()["OLLAMA_NUM_PARALLEL"] == "1"
+    doc = json.loads(report.read_text())  # the settings measured so far
+    assert doc["partial"] and doc["winner"] is None and not doc["kept"]
+    assert [r["setting"]["OLLAMA_NUM_PARALLEL"] for r in doc["settings"]] == ["1"]
+    assert doc["settings"][0]["figures"]["ok"] > 0
 
 
 @pytest.mark.parametrize("next_command", ["apply", "tune"])

@@ -88,7 +88,7 @@ def parse_request(args: argparse.Namespace) -> Request:
     """Every option checked before anything touches the host; TuneError/BenchError say which."""
     given = [params.parse_param(p) for p in args.param]
     shorthand = (
-        ("flash_attention", "1,0" if args.flash_attention else None, "--flash-attention"),
+        ("flash_attention", "0,1" if args.flash_attention else None, "--flash-attention"),
         ("kv_cache_type", args.kv_cache_type, "--kv-cache-type"),
         ("context_length", args.context_length, "--context-length"),
         ("max_loaded_models", args.max_loaded_models, "--max-loaded-models"),
