@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ollama_ops.errors import CommandError
@@ -39,6 +39,7 @@ class FakeSystemctl:
     """Records calls; `fail_start` makes the unit crash-loop like a bad config.
 
     `down` is a host whose systemd does not answer (a container without it as PID 1).
+    `on_call` sees every recorded call first (a test's model of systemd, or a failure).
     """
 
     def __init__(
@@ -49,6 +50,12 @@ class FakeSystemctl:
         self.fail_start = fail_start
         self.down = down
         self.started = False
+        self.on_call: Callable[[tuple[str, ...]], None] | None = None
+
+    def _record(self, *call: str) -> None:
+        self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
 
     def manager_version(self) -> str:
         self.calls.append(("show", "-p", "Version"))
@@ -60,7 +67,7 @@ class FakeSystemctl:
         return "255.4-1"
 
     def daemon_reload(self) -> None:
-        self.calls.append(("daemon-reload",))
+        self._record("daemon-reload")
 
     def restart(self, unit: str) -> None:
         self.calls.append(("restart", unit))
@@ -88,6 +95,12 @@ class FakeSystemctl:
         }
         state.update(self.props)
         return {p: state.get(p, "") for p in props}
+
+    def set_property_runtime(self, unit: str, assignments: Sequence[str]) -> None:
+        self._record("set-property", "--runtime", unit, *assignments)
+        for assignment in assignments:
+            key, _, value = assignment.partition("=")
+            self.props[key] = value
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
         return ["Error: mkdir /srv/models/blobs: permission denied"] if self.fail_start else []

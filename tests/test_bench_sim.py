@@ -195,9 +195,14 @@ def test_errors_during_streams_are_counted_apart(sim: SimThread) -> None:
         timer.join()
         sim.faults(clear=["*"])
     recs = res.stages[0].records
-    assert all(r.outcome is Outcome.ERROR for r in recs)
-    assert any("CUDA error" in r.error for r in recs)
-    assert summary.summarize(res).stages[0].errors == 4
+    # The two streams running when the GPU is lost end with Ollama's CUDA error; the
+    # simulator then loads on the CPU (as Ollama falls back), so later requests succeed.
+    failed = [r for r in recs if r.outcome is Outcome.ERROR]
+    assert len(failed) >= 2
+    assert all("CUDA error" in r.error for r in failed)
+    stage = summary.summarize(res).stages[0]
+    assert stage.errors == len(failed)
+    assert stage.ok == len(recs) - len(failed)
 
 
 class Stub:

@@ -61,6 +61,15 @@ def test_duplicate_gpu_indexes_and_numa_ids_are_refused() -> None:
     refused(with_(numa_nodes=[node, node]), "listed twice")
 
 
+def test_gpu_uuids_are_kept_and_each_names_one_gpu() -> None:
+    first = {**BASE["gpus"][0], "uuid": "GPU-5c3f0000-1111-2222-3333-444455556666"}
+    host = facts.loads(with_(gpus=[first]), "f.json")
+    assert host.gpus[0].uuid == first["uuid"]
+    assert facts.loads(facts.dumps(host), "f.json") == host
+    refused(with_(gpus=[first, {**first, "index": 1}]), "uuid = 'GPU-5c3f")
+    refused(with_(gpus__0__uuid=7), "wrong type")
+
+
 @pytest.mark.parametrize("key", ["gpus", "numa_nodes", "device_nodes"])
 @pytest.mark.parametrize("value", [{}, "", 0, "gpu0", {"a": 1}])
 def test_lists_must_be_lists(key: str, value: object) -> None:
@@ -85,6 +94,11 @@ def test_the_install_must_be_an_object(value: object) -> None:
         ("gpus__0__pci_bus_id", "0000:01:00.0\r"),
         ("ollama__version", "0.6.2\x1b[0m"),
         ("hostname", "x" * 300),
+        ("gpus__0__uuid", "GPU-5c3f\x1b[0m"),
+        ("gpus__0__uuid", "GPU-5c3f\n"),
+        ("gpus__0__uuid", "GPU-" + "5" * 200),
+        ("gpus__0__uuid", "GPU 5c3f"),
+        ("gpus__0__uuid", ""),
     ],
 )
 def test_trailing_newlines_and_escapes_are_refused(field: str, value: str) -> None:
@@ -210,7 +224,7 @@ _FIELDS = st.sampled_from(
     [
         "cpus", "memory_bytes", "numa_nodes", "gpus", "device_nodes", "hostname", "ollama",
         "systemd_version", "ollama__user", "ollama__home", "gpus__0__index", "gpus__0__name",
-        "numa_nodes__0__cpus",
+        "gpus__0__uuid", "numa_nodes__0__cpus",
     ]
 )  # fmt: skip
 

@@ -165,6 +165,9 @@ class SimService:
     def reset_failed(self, unit: str) -> None:
         self.calls.append("reset-failed")
 
+    def set_property_runtime(self, unit: str, assignments: Any) -> None:
+        self.calls.append("set-property")
+
     def show(self, unit: str, props: Any) -> dict[str, str]:
         up = self.pid() is not None
         state = {

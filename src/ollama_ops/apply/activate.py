@@ -7,8 +7,10 @@ Ollama client, the clock), so tests run it without systemd or time passing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from ollama_ops.apply.diff import Change
 from ollama_ops.errors import CommandError, FactsError, OpsError
 from ollama_ops.host.systemd import SystemManager
 from ollama_ops.model.deployment import Deployment
@@ -107,10 +109,31 @@ def _check_properties(systemctl: SystemManager, deployment: Deployment, root: Pa
 
 
 def activate(
+    rt: Runtime,
+    systemctl: SystemManager,
+    deployment: Deployment,
+    *,
+    enable: bool,
+    timeout: float,
+    changes: Sequence[Change] | None = None,
+) -> str | None:
+    """Reload, (enable,) restart, verify; None when the service runs the plan, else why not.
+
+    With ``changes``, the main unit restarts only when its own files changed, and the
+    instances and the front door follow theirs (apply/instances.py).
+    """
+    from ollama_ops.apply import instances
+
+    systemctl.daemon_reload()
+    problem = None
+    if changes is None or instances.main_changed(deployment, changes):
+        problem = _activate_main(rt, systemctl, deployment, enable=enable, timeout=timeout)
+    return problem or instances.activate(rt, systemctl, deployment, changes or (), timeout)
+
+
+def _activate_main(
     rt: Runtime, systemctl: SystemManager, deployment: Deployment, *, enable: bool, timeout: float
 ) -> str | None:
-    """Reload, (enable,) restart, verify; None when the service runs the plan, else why not."""
-    systemctl.daemon_reload()
     if enable:
         systemctl.enable(deployment.unit_name)
     systemctl.reset_failed(deployment.unit_name)

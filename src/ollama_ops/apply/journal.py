@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ollama_ops.apply import store
+from ollama_ops.apply import instances, store
 from ollama_ops.apply.fileio import (
     FileImage,
     host_path,
@@ -38,7 +38,9 @@ from ollama_ops.apply.fileio import (
 )
 from ollama_ops.apply.records import Journal, Op, Phase, Snapshot
 from ollama_ops.errors import CommandError, StateError
+from ollama_ops.host import proc
 from ollama_ops.host.systemd import SystemManager
+from ollama_ops.runtime import Runner
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,12 @@ def _systemd(notes: list[str], what: str, call: Callable[..., None], *args: str)
 
 
 def undo(
-    root: Path, state: store.State, journal: Journal, systemctl: SystemManager | None
+    root: Path,
+    state: store.State,
+    journal: Journal,
+    systemctl: SystemManager | None,
+    *,
+    run: Runner = proc.run,
 ) -> list[str]:
     """Restore ``journal``'s before-image and remove the journal; notes on systemd's failures."""
     notes: list[str] = []
@@ -133,6 +140,7 @@ def undo(
         _systemd(notes, f"resetting {unit}", systemctl.reset_failed, unit)
         if not (journal.op is Op.APPLY and created == unit):
             _systemd(notes, f"restarting {unit}", systemctl.restart, unit)
+        instances.after_restore(root, systemctl, journal.before.files, run)  # instances, nginx
     state.remove_journal()
     return notes
 

@@ -31,9 +31,11 @@ from ollama_ops.apply.fileio import FILE_MODE, MAX_READ, FileImage
 from ollama_ops.errors import StateError
 
 # The only directories ollama-ops writes files into (render's output must stay inside them).
-OWNABLE_PREFIXES = ("/etc/systemd/system/", "/etc/modules-load.d/")
+OWNABLE_PREFIXES = ("/etc/systemd/system/", "/etc/modules-load.d/", "/etc/nginx/")
 # Directories an apply into a bare tree may create on the way to the prefixes above.
-_PREFIX_DIRS = frozenset({"/etc", "/etc/systemd", "/etc/systemd/system", "/etc/modules-load.d"})
+_PREFIX_DIRS = frozenset(
+    {"/etc", "/etc/systemd", "/etc/systemd/system", "/etc/modules-load.d", "/etc/nginx"}
+)
 FORMAT = 2
 MAX_FILES = 256
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from ollama_ops.apply import journal, store
+from ollama_ops.apply import instances, journal, store
 from ollama_ops.apply.activate import activate
 from ollama_ops.apply.diff import Change, diff
 from ollama_ops.apply.fileio import check_root, open_parent
@@ -152,7 +152,7 @@ def _undo(
 ) -> NoReturn:
     """Undo ``record`` and raise ``error``; StateError when even the undo failed."""
     try:
-        notes = journal.undo(rt.root, state, record, systemctl)
+        notes = journal.undo(rt.root, state, record, systemctl, run=rt.run)
     except (OSError, OpsError) as exc:
         raise StateError(
             f"{problem}, and restoring the previous files failed too ({_why(exc)}); "
@@ -173,7 +173,7 @@ def _undone_on_interrupt(
         raise
     except BaseException:  # Ctrl-C, a bug: put the old files back, then let it through
         with contextlib.suppress(Exception):
-            journal.undo(rt.root, state, record, systemctl)
+            journal.undo(rt.root, state, record, systemctl, run=rt.run)
         raise
 
 
@@ -216,6 +216,7 @@ def apply(
     check_root(root)
     _only_ownable(files)
     preflight(deployment, root)
+    instances.preflight(deployment, root)  # nginx -t on the front door, if there is one
     systemctl = rt.systemctl() if rt.live else None
     if systemctl is not None:
         _systemd_answers(systemctl)
@@ -298,7 +299,9 @@ def _apply_locked(
             _commit(rt, state, record, systemctl)
             return Outcome(tuple(pending), number, False, f"{done}; systemd reloaded them")
         try:
-            problem = activate(rt, systemctl, deployment, enable=enable, timeout=timeout)
+            problem = activate(
+                rt, systemctl, deployment, enable=enable, timeout=timeout, changes=pending
+            )
         except OpsError as exc:  # systemctl itself failed or timed out: still roll back
             problem = str(exc)
         if problem is not None:
@@ -382,6 +385,7 @@ def _rollback_locked(
                     # The old configuration may not start either; its files are back regardless.
                     with contextlib.suppress(CommandError):
                         systemctl.restart(unit)
+                instances.after_restore(root, systemctl, images, rt.run)  # instances, nginx
         except (OSError, OpsError) as exc:
             _undo(rt, state, record, systemctl, problem=_why(exc), error=RollbackError)
         _commit(rt, state, record, systemctl)

@@ -27,6 +27,7 @@ from pathlib import Path
 from ollama_ops.audit import (
     rules_devices,
     rules_env,
+    rules_instances,
     rules_keys,
     rules_limits,
     rules_network,
@@ -83,6 +84,7 @@ _RULES: tuple[Callable[[Ctx], Iterator[Finding]], ...] = (
     rules_network.rule_network,
     rules_network.rule_address_families,
     rules_restart.rule_restart,
+    rules_instances.rule_instance,  # quiet unless the unit is an instance (ollama@NAME)
 )
 
 
@@ -117,7 +119,9 @@ def audit(
     with_exposure: bool = True,
 ) -> Report:
     """Load ``unit_name`` under ``root``, run every rule and the exposure score."""
-    effective = preflight.load_unit(root, unit_name)  # the reader plan and apply use too
+    # The reader plan and apply use too; then an instance's %i, %n ... as systemd fills them in
+    # (ollama@gpu0: EnvironmentFile=/etc/ollama/%i.conf).
+    effective = rules_instances.expand_instance(preflight.load_unit(root, unit_name))
     if effective.fragment is None:
         raise OpsError(f"{unit_name} not found under {root}; install ollama or pass --root")
     version = systemd_version

@@ -67,7 +67,7 @@ def rule_network(ctx: Ctx) -> Iterator[Finding]:
             ctx.values("IPAddressDeny")[-1],
             "IPAddressDeny",
             "IPAddressDeny=any also blocks `ollama pull` from the registry",
-            "pull through a proxy in IPAddressAllow=, or copy models in",
+            "use `ollama-ops pull MODEL` (opens egress only while it pulls), or [models] in the config",
         )
     host_var = ctx.env.get("OLLAMA_HOST")
     if host_var is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ollama_ops.apply import transaction
+from ollama_ops.apply import instances, transaction
 from ollama_ops.apply.diff import unified
+from ollama_ops.cli import pull
 from ollama_ops.cli.common import Env, add_config, add_facts, add_root, prepare, wait_seconds
 from ollama_ops.errors import ExitStatus
 
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace, env: Env) -> int:
     prep = prepare(args, env)
     if args.dry_run:
+        instances.preflight(prep.deployment, prep.rt.root)  # nginx -t, as apply runs it
         pending = transaction.pending_changes(prep.rt.root, prep.files)
         env.stdout.write(unified(pending) or "nothing to change\n")
         return ExitStatus.CHANGES_PENDING if pending else ExitStatus.OK
@@ -46,4 +48,4 @@ def run(args: argparse.Namespace, env: Env) -> int:
     for change in outcome.changes:
         env.stdout.write(f"{change.kind:<8} {change.path}\n")
     env.stdout.write(outcome.message + "\n")
-    return ExitStatus.OK
+    return pull.after_apply(args, env, prep, restarted=outcome.restarted)  # [models]

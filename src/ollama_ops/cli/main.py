@@ -14,12 +14,24 @@ import traceback
 from collections.abc import Sequence
 
 from ollama_ops import __version__
-from ollama_ops.cli import apply, audit, bench, config, facts, plan, rollback, simulate, tune
+from ollama_ops.cli import (
+    apply,
+    audit,
+    bench,
+    config,
+    facts,
+    instance,
+    plan,
+    pull,
+    rollback,
+    simulate,
+    tune,
+)
 from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
 
 # The commands in the order `--help` lists them; each module has register() and run().
-COMMANDS = (facts, plan, apply, rollback, audit, config, simulate, bench, tune)
+COMMANDS = (facts, plan, apply, rollback, pull, audit, config, instance, simulate, bench, tune)
 
 
 def build_parser() -> argparse.ArgumentParser:

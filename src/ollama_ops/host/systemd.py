@@ -35,6 +35,7 @@ class SystemManager(Protocol):
     def disable(self, unit: str) -> None: ...
     def reset_failed(self, unit: str) -> None: ...
     def show(self, unit: str, props: Sequence[str]) -> dict[str, str]: ...
+    def set_property_runtime(self, unit: str, assignments: Sequence[str]) -> None: ...
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]: ...
 
 
@@ -72,6 +73,10 @@ class Systemctl:
     def show(self, unit: str, props: Sequence[str]) -> dict[str, str]:
         out = self.run(["systemctl", "show", unit, "-p", ",".join(props)], timeout=60).stdout
         return parse_show(out)
+
+    def set_property_runtime(self, unit: str, assignments: Sequence[str]) -> None:
+        """`systemctl set-property --runtime`: applied to the running unit, gone at reboot."""
+        self.run(["systemctl", "set-property", "--runtime", unit, *assignments], timeout=60)
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
         done = self.run(

@@ -19,13 +19,17 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_ops.errors import ConfigError
 from ollama_ops.model.bind import validate_bind
 from ollama_ops.model.facts import MAX_MEMORY_BYTES
+from ollama_ops.models import spec as models_spec
 from ollama_ops.unitfile.grammar import MAX_CPUS, cpu_ranges
 from ollama_ops.unitfile.paths import is_plain_path, normalize, writable_problem
+
+if TYPE_CHECKING:
+    from ollama_ops.model.instances import FrontDoorConfig, InstanceConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -270,6 +274,8 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "the model store (OLLAMA_MODELS); needs an ollama user", '"/srv/ollama/models"'),
     ConfigSetting("service", "binary", _path, None,
                   "the ollama binary ExecStart= runs", '"/usr/local/bin/ollama"'),
+    ConfigSetting("service", "egress", models_spec.parse_egress, models_spec.EGRESS_CLOSED,
+                  '"open" drops IPAddressDeny=any so plain `ollama pull` works (see plan)', '"open"'),
     ConfigSetting("limits", "os_reserve", _size, None,
                   "RAM kept for the OS before the percentages (default 4G, or RAM/4)", '"4G"'),
     ConfigSetting("limits", "memory_high", _memory_limit, None,
@@ -290,6 +296,12 @@ SETTINGS: tuple[ConfigSetting, ...] = (
                   "directives to leave at systemd's default", '["MemoryDenyWriteExecute"]'),
     ConfigSetting("hardening", "read_write_paths", _writable_paths, (),
                   "more directories the service may write", '["/srv/cache"]'),
+    ConfigSetting("models", "pull", models_spec.parse_models, (),
+                  "models apply pulls (egress opened only meanwhile)", '["llama3.2:3b"]'),
+    ConfigSetting("models", "warm", models_spec.parse_models, (),
+                  "models apply pulls and loads, kept for keep_alive", '["llama3.2:3b"]'),
+    ConfigSetting("models", "keep_alive", models_spec.parse_keep_alive, "-1",
+                  'how long warm models stay loaded ("-1": forever, "30m")', '"-1"'),
 )  # fmt: skip
 
 _BY_SECTION: dict[str, dict[str, ConfigSetting]] = {}
@@ -312,6 +324,7 @@ class ServiceConfig:
     allowed_networks: tuple[str, ...] = default("service.allowed_networks")
     models_dir: str | None = default("service.models_dir")
     binary: str | None = default("service.binary")
+    egress: str = default("service.egress")
 
 
 @dataclass(frozen=True)
@@ -333,11 +346,21 @@ class HardeningConfig:
 
 
 @dataclass(frozen=True)
+class ModelsConfig:
+    pull: tuple[str, ...] = default("models.pull")
+    warm: tuple[str, ...] = default("models.warm")
+    keep_alive: str = default("models.keep_alive")
+
+
+@dataclass(frozen=True)
 class DeploymentConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     environment: Mapping[str, str] = field(default_factory=dict)
     hardening: HardeningConfig = field(default_factory=HardeningConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)  # see ollama_ops.models
+    instances: tuple[InstanceConfig, ...] = ()  # [instances.NAME], model/instances.py
+    frontdoor: FrontDoorConfig | None = None  # [frontdoor], model/instances.py
     source: str | None = None  # where it was read from, for messages
     # Dotted names of the keys the operator set, so `plan` can say "from the file".
     set_keys: frozenset[str] = frozenset()
@@ -413,6 +436,18 @@ def _environment(table: Mapping[str, Any], name: str, src: str) -> dict[str, str
     return env
 
 
+def _instances(table: Mapping[str, Any], name: str, src: str) -> Any:
+    from ollama_ops.model.instances import parse_instances  # it imports this module
+
+    return parse_instances(table, src)
+
+
+def _frontdoor(table: Mapping[str, Any], name: str, src: str) -> Any:
+    from ollama_ops.model.instances import parse_frontdoor
+
+    return parse_frontdoor(table, src) if table else None
+
+
 # Every [section] of the file: its parser and what it is for. The field of
 # DeploymentConfig has the section's name.
 SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = {
@@ -420,7 +455,11 @@ SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = 
     "limits": (_keyed(LimitsConfig), "memory, CPU and file limits"),
     "environment": (_environment, "any other variable for ollama serve"),
     "hardening": (_keyed(HardeningConfig), "what the sandbox leaves open"),
+    "models": (_keyed(ModelsConfig), "models apply pulls and keeps warm"),
+    "instances": (_instances, "more instances ollama@NAME: gpus, port, limits (docs/instances.md)"),
+    "frontdoor": (_frontdoor, "nginx in front of the instances (docs/instances.md)"),
 }
+_SECTION_EXAMPLES = {"instances": "[instances.fast] gpus = [0]", "frontdoor": 'listen = "..."'}
 
 
 def _check_limits(limits: LimitsConfig, src: str) -> None:
@@ -458,7 +497,8 @@ def keys_table() -> str:
         rows.append(f"| `{s.dotted}` | `{s.example}` | {s.help} |")
     for name, (_parse, help_text) in SECTIONS.items():
         if name not in _BY_SECTION:
-            rows.append(f'| `[{name}]` | `NAME = "value"` | {help_text} |')
+            example = _SECTION_EXAMPLES.get(name, 'NAME = "value"')
+            rows.append(f"| `[{name}]` | `{example}` | {help_text} |")
     return "\n".join(rows) + "\n"
 
 

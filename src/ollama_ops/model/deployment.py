@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ollama_ops.model.instances import InstancesPlan
 
 DROPIN_NAME = "50-ollama-ops.conf"
 MODULES_LOAD_PATH = "/etc/modules-load.d/ollama-ops-nvidia.conf"
@@ -45,6 +49,7 @@ class Deployment:
     bind_host: str
     bind_port: int
     notes: tuple[str, ...] = ()
+    instances: InstancesPlan | None = None  # ollama@.service, its instances, the front door
 
     @property
     def dropin_path(self) -> str:

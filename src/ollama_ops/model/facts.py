@@ -47,6 +47,7 @@ class Gpu:
     power_limit_max_w: float | None = None
     clock_max_mhz: int | None = None
     pci_bus_id: str = ""
+    uuid: str | None = None  # e.g. "GPU-5c3f..." (NVML / nvidia-smi); stable across re-indexing
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ def to_json_dict(facts: HostFacts) -> dict[str, Any]:
     data = asdict(facts)
     for gpu in data["gpus"]:
         gpu["vendor"] = GpuVendor(gpu["vendor"]).value
+        if gpu["uuid"] is None:  # optional: facts files from before it stay the same
+            del gpu["uuid"]
     return data
 
 
@@ -279,6 +282,21 @@ def _numa_nodes(raws: list[Any]) -> tuple[NumaNode, ...]:
     return tuple(nodes)
 
 
+# NVML's "GPU-5c3f..." (MIG: "MIG-..."): ASCII letters, digits and dashes, bounded, so it
+# is printable and fits one line wherever it lands (a config, a reason, a message).
+_UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,99}")
+
+
+def _uuid(raw: Mapping[str, Any], where: str) -> str | None:
+    value: str | None = _opt(raw, "uuid", str, where)
+    if value is not None and not _UUID_RE.fullmatch(value):
+        raise FactsError(
+            f"facts: {where}uuid = {_show(value)} is not a GPU UUID such as GPU-5c3f...; "
+            "regenerate the facts with `ollama-ops facts --json`"
+        )
+    return value
+
+
 def _gpu(raw: Any, i: int) -> Gpu:
     where = f"gpus[{i}]."
     if not isinstance(raw, dict):
@@ -306,6 +324,7 @@ def _gpu(raw: Any, i: int) -> Gpu:
         power_limit_max_w=_opt(raw, "power_limit_max_w", (int, float), where),
         clock_max_mhz=_opt(raw, "clock_max_mhz", int, where),
         pci_bus_id=_text(raw, "pci_bus_id", where),
+        uuid=_uuid(raw, where),
     )
 
 
@@ -317,6 +336,11 @@ def _gpus(raws: list[Any]) -> tuple[Gpu, ...]:
             raise FactsError(
                 f"facts: gpus[{i}].index = {gpu.index} is listed twice for {gpu.vendor.value}; "
                 "each GPU once"
+            )
+        if gpu.uuid is not None and any(g.uuid == gpu.uuid for g in gpus):
+            # [instances] may name a GPU by its UUID: it must name exactly one.
+            raise FactsError(
+                f"facts: gpus[{i}].uuid = {gpu.uuid!r} is listed twice; each GPU has its own"
             )
         gpus.append(gpu)
     return tuple(gpus)

@@ -15,7 +15,8 @@ from ollama_ops.model.bind import is_loopback, validate_bind
 from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Deployment, Section, Source
 from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
-from ollama_ops.plan import guide, hardening, sizing
+from ollama_ops.models import rules as models_rules
+from ollama_ops.plan import guide, hardening, instances, sizing
 from ollama_ops.plan.builder import Builder
 from ollama_ops.plan.hardening import Grant
 from ollama_ops.unitfile import directives
@@ -104,6 +105,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     """Decide every setting of the deployment for this host and config."""
     svc = cfg.service
     host, port = validate_bind(svc.bind)
+    models_rules.check(cfg)
     networks = _networks(svc.bind, host, svc.allowed_networks)
     if svc.models_dir and "OLLAMA_MODELS" in cfg.environment:
         raise PlanError(
@@ -151,7 +153,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
             "GPU driver loaded first: NoNewPrivileges stops nvidia-modprobe from loading nvidia_uvm later",
         )
     hardening.restart(b, cfg)
-    sizing.memory(b, facts, cfg)
+    sizing.memory(b, facts, instances.main_share(cfg, facts))  # a share beside instances
     sizing.cpu(b, facts, cfg)
     if dynamic or homeless:
         b.add(
@@ -209,12 +211,8 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         notes.append(
             f"ollama is not installed here: the unit runs {DEFAULT_BINARY}; install it before starting"
         )
-    if len(networks) == 1:
-        notes.append(
-            "IPAddressDeny=any also blocks `ollama pull` (the server downloads): pull through a proxy "
-            "in allowed_networks, or copy models in"
-        )
-    return Deployment(
+    notes.extend(models_rules.notes(cfg))  # egress and [models]: models/rules.py
+    main = Deployment(
         unit_name=svc.unit,
         systemd_version=facts.systemd_version,
         settings=tuple(b.settings),
@@ -225,3 +223,4 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         bind_port=port,
         notes=tuple(notes),
     )
+    return instances.attach(facts, cfg, main)  # ollama@.service and its instances, if any

@@ -107,6 +107,9 @@ def report(
     ]
     if deployment.notes:
         out += ["", "Notes:"] + [f"  - {printable(n)}" for n in deployment.notes]
+    from ollama_ops.plan import instance_explain
+
+    out += instance_explain.report_lines(deployment)  # ollama@.service, instances, front door
     out += ["", f"Files (under {root}):"]
     changed = {c.path: c.kind for c in changes}
     paths = sorted({*changed, deployment.dropin_path})

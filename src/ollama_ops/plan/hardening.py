@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Section, Source
 from ollama_ops.model.facts import HostFacts
+from ollama_ops.models import rules
 from ollama_ops.plan.builder import Builder
 
 NVIDIA_DEVICE_ALLOW = (
@@ -77,7 +78,6 @@ _SYSCALLS_AND_IDENTITY: tuple[_Row, ...] = (
         None,
         "weaker: a network server needs the host's network; IPAddressAllow limits it",
     ),
-    ("IPAddressDeny", "any", "default deny, in and out"),
 )
 
 
@@ -170,6 +170,12 @@ def hardening(
             *_SYSCALLS_AND_IDENTITY,
         ]
     )
+    if rules.egress_open(cfg):  # service.egress = "open": no IP filter (models/rules.py)
+        b.add(Section.SERVICE, "IPAddressDeny", None, Source.CONFIG, rules.OPEN_REASON)
+        for _net in networks:
+            b.add(Section.SERVICE, "IPAddressAllow", None, Source.CONFIG, rules.OPEN_ALLOW_REASON)
+        return
+    add([("IPAddressDeny", "any", "default deny, in and out (`ollama-ops pull` opens it briefly)")])
     grant("IPAddressAllow", networks)
 
 

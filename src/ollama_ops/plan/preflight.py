@@ -44,3 +44,6 @@ def preflight(deployment: Deployment, root: Path) -> None:
                 f"ReadWritePaths={setting.value} ({setting.reason}) does not exist under "
                 f"{root}; create it, owned by the service user, before applying"
             )
+    if deployment.instances is not None:  # each ollama@NAME: its unit parses, its paths exist
+        for instance in deployment.instances.instances:
+            preflight(instance, root)

@@ -20,7 +20,8 @@ def _mib(num_bytes: int) -> str:
     return f"{num_bytes // MiB}M"
 
 
-def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
+def os_reserve(facts: HostFacts, cfg: DeploymentConfig) -> tuple[int, str]:
+    """The RAM kept for the OS, and why; what is left is every unit's memory budget."""
     lim = cfg.limits
     total = facts.memory_bytes
     if lim.os_reserve is not None:
@@ -35,6 +36,13 @@ def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
             f"limits.os_reserve = {format_size(reserve)} leaves nothing of the host's "
             f"{format_size(total)} RAM for Ollama; lower it"
         )
+    return reserve, why
+
+
+def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
+    lim = cfg.limits
+    total = facts.memory_bytes
+    reserve, why = os_reserve(facts, cfg)
     available = total - reserve
     base = f"RAM {format_size(total)} - {why} = {format_size(available)}"
     high = available * lim.memory_high_percent / 100

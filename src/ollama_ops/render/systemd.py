@@ -59,4 +59,8 @@ def render(deployment: Deployment) -> dict[str, str]:
         files[deployment.unit_path] = render_base_unit(deployment)
     if deployment.modules_load:
         files[MODULES_LOAD_PATH] = render_modules_load(deployment)
+    if deployment.instances is not None:
+        from ollama_ops.render import instances
+
+        files.update(instances.render(deployment.instances))
     return files
