@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ from ollama_ops.bench.slo import parse_slo
 from ollama_ops.errors import ApplyError, CommandError, ConfigError
 from ollama_ops.model import config as config_mod
 from ollama_ops.tune import configfile, params, report
-from ollama_ops.tune.command import parse_request, shielded
+from ollama_ops.tune.command import confirm_on_terminal, parse_request, shielded
 from ollama_ops.tune.errors import TuneError
 from ollama_ops.tune.options import add_arguments
 from ollama_ops.tune.params import Setting
@@ -479,3 +480,31 @@ def test_signals_wait_while_the_original_is_put_back_and_children_do_not_inherit
         mask = int(line.split()[1], 16)
         assert not mask & (1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)), status
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize(("answer", "kept"), [("y\n", True), ("yes\n", True), ("\n", False)])
+def test_the_question_is_asked_only_on_a_terminal(answer: str, kept: bool) -> None:
+    winner = Measurement(np_(4), figures(150))
+    main_fd, side_fd = os.openpty()
+    reader = os.fdopen(side_fd, "r")
+    writer = os.fdopen(os.dup(side_fd), "w")
+    with reader, writer, os.fdopen(main_fd, "rb", buffering=0) as typed:
+        os.write(main_fd, answer.encode())
+        restored: list[str] = []
+
+        def restore() -> str:
+            restored.append("restore")
+            return "restored the original configuration"
+
+        confirm = confirm_on_terminal(False, Path("/etc/x.toml"), writer, reader, restore)
+        assert confirm(winner) is kept
+        asked = typed.read(300).decode()
+    # The original comes back before the question: nobody answering leaves it running.
+    assert restored == ["restore"]
+    assert "tune: restored the original configuration" in asked
+    assert "write OLLAMA_NUM_PARALLEL=4 to /etc/x.toml and apply it? [y/N]" in asked
+    # No terminal: nothing asked, nothing kept; --yes: kept without asking.
+    assert (
+        confirm_on_terminal(False, Path("/x"), io.StringIO(), io.StringIO("y\n"))(winner) is False
+    )
+    assert confirm_on_terminal(True, Path("/x"), io.StringIO(), io.StringIO())(winner) is True

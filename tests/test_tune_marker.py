@@ -157,6 +157,24 @@ def test_killed_after_the_config_was_written_keeps_the_winner(h: Host) -> None:
     assert h.cli("apply")[1] == "nothing to change: the installed files already match the plan\n"
 
 
+def test_keeping_after_the_original_was_put_back_for_the_question(h: Host) -> None:
+    applier = h.start_tune()
+    applier.apply(np_(2))
+    applier.apply(np_(4))
+    first = applier.restore()  # before asking on a terminal
+    assert h.files() == h.original and "rolled back generation(s) 2, 3" in first
+    note = applier.keep(np_(4))
+    assert note.startswith("kept: wrote OLLAMA_NUM_PARALLEL = 4 to ")
+    assert "OLLAMA_NUM_PARALLEL=4" in dropin(h) and marker.generations(h.root) == [1, 2]
+    assert marker.read(h.root) is None
+    # Answered no instead: restoring again changes nothing and says what the first did.
+    again = h.start_tune()
+    again.apply(np_(8))
+    first = again.restore()
+    assert first.endswith("(rolled back generation(s) 3)") and again.restore() == first
+    assert "OLLAMA_NUM_PARALLEL=4" in dropin(h)
+
+
 def test_a_generation_rolled_back_by_hand_meanwhile(h: Host) -> None:
     applier = h.start_tune()
     applier.apply(np_(2))

@@ -64,6 +64,7 @@ class PlanApplier:
         self.marker = state
         self.timeout = timeout
         self.dirty = False  # the files may differ from what the service runs
+        self.restored = ""  # what the last restore did
 
     def apply(self, setting: Setting) -> str:
         deployment, files = planned(self.facts, self.cfg, setting, self.rt.root)
@@ -76,6 +77,9 @@ class PlanApplier:
         note = marker.restore(self.rt, self.marker, timeout=self.timeout, force_restart=self.dirty)
         marker.remove(self.rt.root)
         self.dirty = False
+        if note == marker.UNCHANGED and self.restored:  # restored once already (idempotent)
+            return self.restored
+        self.restored = note
         return note
 
     def keep(self, setting: Setting) -> str:

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -153,16 +153,31 @@ def check_target(target: runner.Target) -> None:
     runner.run(shapes.Shape((), shapes.Stop(requests=1), warmup=0), target)
 
 
-def confirm_on_terminal(yes: bool, config_path: Path, err: TextIO) -> Confirm:
+def confirm_on_terminal(
+    yes: bool,
+    config_path: Path,
+    err: TextIO,
+    stdin: TextIO | None = None,
+    before_asking: Callable[[], str] | None = None,
+) -> Confirm:
+    """--yes, else the answer to a question on the terminal; no terminal: no.
+
+    ``before_asking`` puts the original configuration back first, so that the
+    service does not wait on the last setting tried for somebody to answer.
+    """
+
     def confirm(winner: Measurement) -> bool:
         if yes:
             return True
-        if not (sys.stdin.isatty() and err.isatty()):
+        source = stdin if stdin is not None else sys.stdin
+        if not (source.isatty() and err.isatty()):
             return False
+        if before_asking is not None:
+            err.write(f"tune: {before_asking()}\n")
         err.write(f"write {winner.setting.env_label()} to {config_path} and apply it? [y/N] ")
         err.flush()
         try:
-            answer = sys.stdin.readline()
+            answer = source.readline()
         except (OSError, ValueError):
             return False
         return answer.strip().lower() in ("y", "yes")
@@ -322,7 +337,9 @@ def _sweep(
     extra = "" if plan.current_in_grid else " (the current setting is one more)"
     err.write(f"tune: {total} setting(s){extra}, {request.describe()}\n")
     measure = bench_measure(request, target, err)
-    confirm = confirm_on_terminal(args.yes, Path(run.ctx.config_path), err)
+    confirm = confirm_on_terminal(
+        args.yes, Path(run.ctx.config_path), err, before_asking=applier.restore
+    )
     try:
         with sigterm_as_interrupt():
             outcome = run_sweep(

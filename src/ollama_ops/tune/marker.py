@@ -41,6 +41,7 @@ from ollama_ops.runtime import Runtime
 MARKER = "tune.json"
 LOCK = "tune.lock"
 SWEEPING, KEEPING = "sweeping", "keeping"
+UNCHANGED = "the service runs its original configuration"
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def restore(rt: Runtime, marker: Marker, *, timeout: float, force_restart: bool 
     if undone or force_restart:
         wait_up(rt, marker.url, marker.unit, timeout)
     if not undone:
-        return "the service runs its original configuration"
+        return UNCHANGED
     numbers = ", ".join(str(n) for n in sorted(undone))
     return f"restored the original configuration (rolled back generation(s) {numbers})"
 
