@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ollama_ops.apply import store, transaction
+from ollama_ops.apply.fileio import Dir
 from ollama_ops.errors import ApplyError, BusyError, StateError
 from ollama_ops.runtime import Runtime
 
@@ -85,8 +86,17 @@ def _where(root: Path, name: str) -> str:
     return str(root / store.STATE_DIR.lstrip("/") / name)
 
 
+def _state_dir(root: Path, *, create: bool) -> Dir | None:
+    try:
+        return store.open_state(root, create=create)
+    except OSError as exc:
+        raise StateError(
+            f"cannot open {_where(root, '')} ({exc.strerror or exc}); tune applies: run it as root"
+        ) from exc
+
+
 def read(root: Path) -> Marker | None:
-    directory = store.open_state(root, create=False)
+    directory = _state_dir(root, create=False)
     if directory is None:
         return None
     with directory:
@@ -95,14 +105,14 @@ def read(root: Path) -> Marker | None:
 
 
 def write(root: Path, marker: Marker) -> None:
-    directory = store.open_state(root, create=True)
+    directory = _state_dir(root, create=True)
     assert directory is not None
     with directory:
         directory.write(MARKER, json.dumps(asdict(marker), indent=1).encode(), mode=0o600)
 
 
 def remove(root: Path) -> None:
-    directory = store.open_state(root, create=False)
+    directory = _state_dir(root, create=False)
     if directory is not None:
         with directory:
             directory.unlink(MARKER)
@@ -117,7 +127,7 @@ def update(root: Path, marker: Marker, **changes: object) -> Marker:
 @contextlib.contextmanager
 def tune_lock(root: Path) -> Iterator[None]:
     """Hold ``tune.lock`` for the duration; BusyError when another tune holds it."""
-    directory = store.open_state(root, create=True)
+    directory = _state_dir(root, create=True)
     assert directory is not None
     with directory:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
