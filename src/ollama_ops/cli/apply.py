@@ -190,6 +190,11 @@ def run(args: argparse.Namespace, env: Env) -> int:
             diff_doc(doc, diff_text.rstrip())
         emit(env.stdout, doc)
         return code
+    # A tune that was killed half-way: its original configuration first (tune/marker.py).
+    from ollama_ops.tune.marker import recover
+
+    if note := recover(prep.rt, timeout=args.timeout):
+        env.stderr.write(f"ollama-ops: {note}\n")
     outcome = transaction.apply(
         prep.rt, prep.deployment, prep.files, restart=not args.no_restart, timeout=args.timeout
     )

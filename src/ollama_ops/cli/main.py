@@ -29,6 +29,7 @@ from ollama_ops.cli import (
     pull,
     rollback,
     simulate,
+    tune,
 )
 from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
@@ -49,6 +50,7 @@ COMMANDS = (
     export,
     simulate,
     bench,
+    tune,
 )
 
 
