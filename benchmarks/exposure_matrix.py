@@ -6,6 +6,12 @@ unit, the seed guide's hardened drop-in on top of it, and ollama-ops' drop-in
 for a CPU-only, an NVIDIA and an AMD host (the fixtures in tests/fixtures/hosts,
 planned for that systemd version). Needs root, systemd-nspawn and debootstrap.
 
+Two columns, because they differ: "loaded" asks the container's running
+systemd about the loaded unit (what the unit really gets), "offline" scores
+the unit files with ``--offline=true`` as ``ollama-ops audit`` does. Offline
+scoring cannot see some runtime facts (e.g. that the installer's user is not
+root), so the same files can score a little differently.
+
     .venv/bin/python benchmarks/exposure_matrix.py
 """
 
@@ -30,18 +36,23 @@ DROPIN_DIR = "/etc/systemd/system/ollama.service.d"
 HOSTS = ("cpu-small", "nvidia-1x24g", "amd-rocm")
 
 
-def score(c: Container) -> float:
-    c.systemctl("daemon-reload")
+def _exposure(c: Container, *options: str) -> float:
     text = c.exec(
-        ["systemd-analyze", "security", "--no-pager", "ollama.service"], check=False
+        ["systemd-analyze", "security", "--no-pager", *options, "ollama.service"], check=False
     ).stdout
     match = re.search(r"Overall exposure level for ollama.service: ([0-9.]+)", text)
     return float(match.group(1)) if match else float("nan")
 
 
+def score(c: Container) -> tuple[float, float]:
+    """(loaded, offline) exposure of ollama.service as the container has it now."""
+    c.systemctl("daemon-reload")
+    return _exposure(c), _exposure(c, "--offline=true")
+
+
 def main() -> int:
     guide = (REPO / "tests/fixtures/audit/guide-hardened.conf").read_text()
-    rows: list[tuple[str, int, str, float]] = []
+    rows: list[tuple[str, int, str, tuple[float, float]]] = []
     for suite in ("bullseye", "bookworm", "trixie"):
         version = SUITES[suite].systemd
         with Container(suite) as c:
@@ -63,9 +74,11 @@ def main() -> int:
                 deployment = plan.build(host, config.DeploymentConfig())
                 c.write_file(deployment.dropin_path, render.render_dropin(deployment))
                 rows.append((suite, version, f"ollama-ops drop-in, {name}", score(c)))
-    print(f"{'suite':<9} {'systemd':>7}  {'configuration':<40} exposure")
-    for suite, version, what, value in rows:
-        print(f"{suite:<9} {version:>7}  {what:<40} {value:.1f}")
+    print("exposure 0 (best) .. 10; loaded: the running systemd's view of the loaded unit;")
+    print("offline: --offline=true on the same files, as `ollama-ops audit` reports it")
+    print(f"{'suite':<9} {'systemd':>7}  {'configuration':<40} {'loaded':>6} {'offline':>7}")
+    for suite, version, what, (loaded, offline) in rows:
+        print(f"{suite:<9} {version:>7}  {what:<40} {loaded:>6.1f} {offline:>7.1f}")
     return 0
 
 
