@@ -210,7 +210,7 @@ def test_apply_writes_the_config_with_its_origin_and_applies(root: Path) -> None
     assert 'memory_high = "12792M" # ollama-ops memory ' in text
     assert "measured peak 10.4 GiB over 5.3 h (cgroup v2)" in text
     dropin = (root / "etc/systemd/system/ollama.service.d/50-ollama-ops.conf").read_text()
-    assert "MemoryHigh=13413384192\n" in dropin and "MemoryMax=15648948224\n" in dropin
+    assert "MemoryHigh=12792M\n" in dropin and "MemoryMax=14924M\n" in dropin
     assert ("restart", "ollama.service") in systemctl.calls
 
 
