@@ -279,7 +279,9 @@ def test_a_failing_host_is_rolled_back_and_the_play_stops_before_the_next(
     assert unhealthy.recap["trixie-64g"]["rescued"] == 1
     final = unhealthy.fatal["trixie-64g"][-1]
     assert final.startswith("health gate: ollama.service is "), final
-    assert "; rolled back: restored the files as they were before generation " in final
+    # the one-line summary of `ollama-ops rollback --json`
+    assert "; rolled back: rollback: the files under / are as they were before generation " in final
+    assert "\n" not in final
     assert "\n" not in final and "Traceback" not in unhealthy.output
     assert not unhealthy.ran("bookworm-16g")
     for c in (first, second):
