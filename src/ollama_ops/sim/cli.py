@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ollama serve",
         description="Start the ollama-ops Ollama simulator.",
+        epilog=(
+            "The address comes from OLLAMA_HOST as Ollama reads it (default 127.0.0.1:11434; "
+            "a bare host keeps port 11434). At start it writes $HOME/.ollama/id_ed25519 and "
+            ".pub if missing and creates blobs/ and manifests/ under OLLAMA_MODELS (default "
+            "$HOME/.ollama/models); pulled models are stored there. Logs go to stderr."
+        ),
     )
     p.add_argument("--profile", help="model/hardware profile JSON (env OLLAMA_SIM_PROFILE)")
     p.add_argument(
