@@ -18,6 +18,7 @@ root), so the same files can score a little differently.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 from pathlib import Path
@@ -78,7 +79,7 @@ def main() -> int:
     print("offline: --offline=true on the same files, as `ollama-ops audit` reports it")
     print(f"{'suite':<9} {'systemd':>7}  {'configuration':<40} {'loaded':>6} {'offline':>7}")
     for suite, version, what, (loaded, offline) in rows:
-        shown = "n/a" if offline != offline else f"{offline:.1f}"  # NaN: no --offline
+        shown = "n/a" if math.isnan(offline) else f"{offline:.1f}"  # no --offline
         print(f"{suite:<9} {version:>7}  {what:<40} {loaded:>6.1f} {shown:>7}")
     print("n/a: this systemd-analyze has no --offline (it came in systemd 250)")
     return 0
