@@ -35,7 +35,6 @@ Environment:
 from __future__ import annotations
 
 import contextlib
-import email.parser
 import fcntl
 import hashlib
 import importlib.metadata
@@ -52,7 +51,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +58,9 @@ from types import TracebackType
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
-from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 
 from ollama_ops.host.systemd import parse_show
+from ollama_ops.render.ansible.wheelhouse import closure_for
 
 log = logging.getLogger(__name__)
 
@@ -298,54 +296,6 @@ def _platform_tags(suite: Suite) -> list[str]:
     return tags
 
 
-def _wheel_index(directory: Path) -> dict[NormalizedName, Path]:
-    found: dict[NormalizedName, Path] = {}
-    for wheel in sorted(directory.glob("*.whl")):
-        name = parse_wheel_filename(wheel.name)[0]
-        found[name] = wheel
-    return found
-
-
-def _wheel_requires(wheel: Path) -> list[Requirement]:
-    with zipfile.ZipFile(wheel) as zf:
-        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        message = email.parser.Parser().parsestr(zf.read(meta).decode("utf-8", "replace"))
-    return [Requirement(r) for r in message.get_all("Requires-Dist") or []]
-
-
-def _closure(
-    directory: Path, top: Sequence[Requirement], env: dict[str, str]
-) -> tuple[list[Path], list[Requirement]]:
-    """Wheels in ``directory`` needed by ``top`` on the target, and requirements missing.
-
-    pip evaluates dependency markers against the running interpreter, not the
-    ``--python-version`` target (so a 3.11 host misses async-timeout for
-    3.9); this walk uses the target's markers instead.
-    """
-    index = _wheel_index(directory)
-    needed: dict[NormalizedName, Path] = {}
-    missing: list[Requirement] = []
-    todo: list[tuple[Requirement, tuple[str, ...]]] = [(r, tuple(r.extras)) for r in top]
-    seen: set[tuple[NormalizedName, tuple[str, ...]]] = set()
-    while todo:
-        req, extras = todo.pop()
-        name = canonicalize_name(req.name)
-        if (name, extras) in seen:
-            continue
-        seen.add((name, extras))
-        wheel = index.get(name)
-        if wheel is None:
-            bare = Requirement(str(req))
-            bare.marker = None
-            missing.append(bare)
-            continue
-        needed[name] = wheel
-        for dep in _wheel_requires(wheel):
-            if _applies(dep.marker, env, extras):
-                todo.append((dep, tuple(sorted(dep.extras))))
-    return sorted(needed.values()), missing
-
-
 def _pip(args: Sequence[str], what: str) -> None:
     argv = [sys.executable, "-m", "pip", *args]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
@@ -390,7 +340,7 @@ def python_lib(suite: str) -> Path:
                     ["download", "-q", *target_args, "-d", str(download), *map(str, wanted)],
                     f"pip download of {', '.join(map(str, wanted))} for Python {info.python}",
                 )
-                _, missing = _closure(download, reqs, env)
+                _, missing = closure_for(download, reqs, env)
                 if not missing:
                     download.rename(wheels)
                     (wheels / ".complete").touch()
@@ -399,7 +349,7 @@ def python_lib(suite: str) -> Path:
                 wanted += missing
             else:
                 raise Unavailable(f"cannot close the dependency set for Python {info.python}")
-        files, missing = _closure(wheels, reqs, env)
+        files, missing = closure_for(wheels, reqs, env)
         if missing:
             raise Unavailable(f"wheel cache {wheels} lacks {', '.join(map(str, missing))}")
         build = Path(tempfile.mkdtemp(prefix=f".py{info.python}.build-", dir=base))

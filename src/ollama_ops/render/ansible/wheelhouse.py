@@ -80,8 +80,18 @@ def closure(
     directory: Path, top: Sequence[Requirement], target: Target
 ) -> tuple[list[Path], list[Requirement]]:
     """The wheels in ``directory`` that ``top`` needs on ``target``, and what is missing."""
+    return closure_for(directory, top, target.environment())
+
+
+def closure_for(
+    directory: Path, top: Sequence[Requirement], env: dict[str, str]
+) -> tuple[list[Path], list[Requirement]]:
+    """:func:`closure` for a marker environment (the systemd test tier's containers use it).
+
+    pip evaluates dependency markers against the running interpreter, not the
+    target's, so this walk uses the target's markers instead.
+    """
     index = _index(directory)
-    env = target.environment()
     needed: dict[NormalizedName, Path] = {}
     missing: list[Requirement] = []
     todo: list[tuple[Requirement, tuple[str, ...]]] = [(r, tuple(r.extras)) for r in top]
