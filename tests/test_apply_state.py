@@ -320,7 +320,8 @@ def fresh(template: Path, tmp_path: Path) -> Path:
 
 def outside_the_ownable_dirs(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-    ownable = ("etc/systemd/system/", "etc/modules-load.d", STATE, "etc/systemd/system")
+    # Every ownable prefix (nginx and journald came with instances and logs), and the state.
+    ownable = (*(p.strip("/") for p in records.OWNABLE_PREFIXES), STATE)
     return sorted(k for k in changed if not k.startswith(ownable))
 
 

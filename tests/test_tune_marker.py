@@ -154,7 +154,9 @@ def test_killed_after_the_config_was_written_keeps_the_winner(h: Host) -> None:
     assert "OLLAMA_NUM_PARALLEL=2" in dropin(h) and marker.generations(h.root) == [1, 2]
     assert "OLLAMA_NUM_PARALLEL = 2" in (h.root / CONFIG_PATH).read_text()
     assert marker.read(h.root) is None and h.restarts() == restarts
-    assert h.cli("apply")[1] == "nothing to change: the installed files already match the plan\n"
+    assert h.cli("apply")[1].startswith(
+        "apply: nothing to change: the installed files already match"
+    )
 
 
 def test_keeping_after_the_original_was_put_back_for_the_question(h: Host) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ollama_ops.errors import OpsError, StateError
+from ollama_ops.errors import BusyError, OpsError, StateError
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -326,3 +327,31 @@ def read_image(root: Path, path: str) -> FileImage | None:
 def read_bytes(root: Path, path: str) -> bytes | None:
     image = read_image(root, path)
     return None if image is None else image.data
+
+
+def lock_exclusive(directory: Dir, name: str, busy: str) -> int:
+    """Open ``name`` in ``directory`` (a regular file, never a symlink) and flock it.
+
+    Returns the descriptor, which holds the lock until closed. StateError when
+    the lock cannot be a lock file; BusyError with ``busy`` when another
+    process holds it.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=directory.fd)
+    except OSError as exc:
+        raise StateError(
+            f"cannot open the lock {directory.show(name)} ({exc.strerror}); "
+            "it must be a regular file: remove whatever is there, or run as root"
+        ) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateError(f"refusing the lock {directory.show(name)}: not a regular file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BusyError(busy) from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

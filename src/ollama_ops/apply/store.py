@@ -20,16 +20,14 @@ anything outside it. Manifests and the journal are validated whole
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ollama_ops.apply.fileio import Dir, open_dir, tmp_name
+from ollama_ops.apply.fileio import Dir, lock_exclusive, open_dir, tmp_name
 from ollama_ops.apply.records import (
     Journal,
     Manifest,
@@ -39,7 +37,7 @@ from ollama_ops.apply.records import (
     load_journal,
     load_manifest,
 )
-from ollama_ops.errors import BusyError, StateError
+from ollama_ops.errors import StateError
 
 STATE_DIR = "/var/lib/ollama-ops"
 LOCK, OWNED, JOURNAL, GENERATIONS, MANIFEST = (
@@ -249,24 +247,13 @@ def locked(root: Path, *, create: bool = True) -> Iterator[State | None]:
     with directory:
         if create:
             directory.chmod(STATE_MODE)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = lock_exclusive(
+            directory,
+            LOCK,
+            f"another ollama-ops apply or rollback holds {directory.show(LOCK)}; "
+            "wait for it to finish",
+        )
         try:
-            fd = os.open(LOCK, flags, 0o600, dir_fd=directory.fd)
-        except OSError as exc:
-            raise StateError(
-                f"cannot open the lock {directory.show(LOCK)} ({exc.strerror}); "
-                "it must be a regular file: remove whatever is there, or run as root"
-            ) from exc
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise StateError(f"refusing the lock {directory.show(LOCK)}: not a regular file")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise BusyError(
-                    f"another ollama-ops apply or rollback holds {directory.show(LOCK)}; "
-                    "wait for it to finish"
-                ) from exc
             state = State(root, directory)
             if create:
                 gens = state._generations_dir(create=True)

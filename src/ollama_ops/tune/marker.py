@@ -25,18 +25,16 @@ to the winner.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ollama_ops.apply import store, transaction
-from ollama_ops.apply.fileio import Dir
-from ollama_ops.errors import ApplyError, BusyError, StateError
+from ollama_ops.apply.fileio import Dir, lock_exclusive
+from ollama_ops.errors import ApplyError, StateError
 from ollama_ops.runtime import Runtime
 
 MARKER = "tune.json"
@@ -130,24 +128,13 @@ def tune_lock(root: Path) -> Iterator[None]:
     directory = _state_dir(root, create=True)
     assert directory is not None
     with directory:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(LOCK, flags, 0o600, dir_fd=directory.fd)
-        except OSError as exc:
-            raise StateError(
-                f"cannot open {directory.show(LOCK)} ({exc.strerror}); it must be a regular "
-                "file: remove whatever is there, or run as root"
-            ) from exc
+        fd = lock_exclusive(
+            directory,
+            LOCK,
+            f"a tune is running (it holds {_where(root, LOCK)}); wait for it to finish, "
+            "or stop it with Ctrl-C: it restores the original configuration",
+        )
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StateError(f"refusing the lock {_where(root, LOCK)}: not a regular file")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise BusyError(
-                f"a tune is running (it holds {_where(root, LOCK)}); wait for it to finish, "
-                "or stop it with Ctrl-C: it restores the original configuration"
-            ) from exc
         yield
     finally:
         os.close(fd)
