@@ -14,12 +14,12 @@ import traceback
 from collections.abc import Sequence
 
 from ollama_ops import __version__
-from ollama_ops.cli import apply, audit, facts, plan, rollback, simulate
+from ollama_ops.cli import apply, audit, facts, health, plan, rollback, simulate, watch
 from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
 
 # The commands in the order `--help` lists them; each module has register() and run().
-COMMANDS = (facts, plan, apply, rollback, audit, simulate)
+COMMANDS = (facts, plan, apply, rollback, audit, health, watch, simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:

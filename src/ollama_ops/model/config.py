@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ollama_ops.errors import ConfigError
+from ollama_ops.health.settings import WATCH_KEYS, WatchConfig, parse_watch
 from ollama_ops.unitfile.syntax import is_plain_path
 
 if sys.version_info >= (3, 11):
@@ -93,6 +94,7 @@ class DeploymentConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     environment: Mapping[str, str] = field(default_factory=dict)
     hardening: HardeningConfig = field(default_factory=HardeningConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)  # health: [watch], see health.settings
     source: str | None = None  # where it was read from, for messages
     # Dotted names of the keys the operator set, so `plan` can say "from the file".
     set_keys: frozenset[str] = frozenset()
@@ -114,6 +116,7 @@ _SCHEMA: dict[str, frozenset[str]] = {
     ),
     "environment": frozenset(),  # free-form variable names, validated separately
     "hardening": frozenset({"relax", "read_write_paths"}),
+    "watch": WATCH_KEYS,
 }
 
 
@@ -350,6 +353,7 @@ def from_dict(data: Mapping[str, Any], src: str = "config") -> DeploymentConfig:
         limits=limits,
         environment=env,
         hardening=HardeningConfig(relax=relax, read_write_paths=rw_paths),
+        watch=parse_watch(tables["watch"], w),
         source=src,
         set_keys=frozenset(set_keys),
     )

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ollama_ops.health.unitplan import WatchPlan
 
 DROPIN_NAME = "50-ollama-ops.conf"
 MODULES_LOAD_PATH = "/etc/modules-load.d/ollama-ops-nvidia.conf"
@@ -45,6 +49,7 @@ class Deployment:
     bind_host: str
     bind_port: int
     notes: tuple[str, ...] = ()
+    watch: WatchPlan | None = None  # health: the supervisor's (or the check timer's) units
 
     @property
     def dropin_path(self) -> str:
@@ -68,11 +73,16 @@ class Deployment:
 
     @property
     def api_url(self) -> str:
-        host = self.bind_host
-        if host in ("0.0.0.0", ""):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.bind_port}"
+        return api_url(self.bind_host, self.bind_port)
+
+
+def api_url(bind_host: str, port: int) -> str:
+    """The URL local clients (apply, health checks) reach a server bound to bind_host:port at."""
+    host = bind_host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -11,8 +11,9 @@ puts the rules together.
 from __future__ import annotations
 
 from ollama_ops.errors import PlanError
+from ollama_ops.health import unitplan
 from ollama_ops.model.config import DeploymentConfig, is_loopback, validate_bind
-from ollama_ops.model.deployment import Deployment, Section, Source
+from ollama_ops.model.deployment import Deployment, Section, Source, api_url
 from ollama_ops.model.facts import HostFacts
 from ollama_ops.plan import hardening, sizing
 from ollama_ops.plan.builder import Builder
@@ -122,6 +123,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     hardening.hardening(b, facts, cfg, rw_paths, networks)
     bind_text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sizing.ollama_env(b, facts, cfg, bind_text, models)
+    unitplan.service_settings(b, cfg, api_url(host, port))
 
     base: tuple[tuple[Section, str, str], ...] = ()
     write_base = installed.unit_path is None
@@ -164,4 +166,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         bind_host=host,
         bind_port=port,
         notes=tuple(notes),
+        watch=unitplan.watch_plan(
+            cfg, api_url(host, port), networks, bool(facts.nvidia_gpus), facts.systemd_version
+        ),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ollama_ops.health.unitplan import render_watch
 from ollama_ops.model.deployment import MODULES_LOAD_PATH, Deployment, Section
 from ollama_ops.unitfile import syntax as unit
 
@@ -59,4 +60,6 @@ def render(deployment: Deployment) -> dict[str, str]:
         files[deployment.unit_path] = render_base_unit(deployment)
     if deployment.modules_load:
         files[MODULES_LOAD_PATH] = render_modules_load(deployment)
+    if deployment.watch is not None:  # health: [watch] enabled
+        files.update(render_watch(deployment.watch, deployment.unit_name))
     return files
