@@ -76,9 +76,12 @@ def run_check(
             reader.close()
         # Evidence from before the probes began, counted over the window or the probes' span.
         spent = rt.clock() - started
-        progress = journal.recent(
-            rt, opts.unit, opts.window_s + spent + 5, max(opts.window_s, spent + 5)
-        )
+        if unit.available:
+            progress = journal.recent(
+                rt, opts.unit, opts.window_s + spent + 5, max(opts.window_s, spent + 5)
+            )
+        else:  # an empty journal of a unit systemd does not know proves nothing
+            progress = Progress(readable=False, detail=f"no journal of {opts.unit} to read")
     else:
         unit = UnitState(available=False, detail="not asked (--no-system)")
         memory = MemoryState(available=False, detail="not asked (--no-system)")
