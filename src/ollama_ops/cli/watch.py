@@ -128,13 +128,17 @@ def _save_state(path: str | None, state: Any) -> None:
 
 def run(args: argparse.Namespace, env: Env) -> int:
     from ollama_ops.health import journal, metrics, notify
+    from ollama_ops.health.http import probe_address
     from ollama_ops.health.supervisor import Supervisor
 
     opts, metrics_address = options(args)
     rt = env.make_runtime(Path("/"))
     log = notify.Journal(fallback=env.stderr)
+    own = probe_address(opts.url)
+    ignore = frozenset({own}) if own else frozenset()
     if args.once:
-        sup = Supervisor(rt, opts, evidence=journal.RecentJournal(rt, opts.unit), journal=log)
+        evidence = journal.RecentJournal(rt, opts.unit, ignore=ignore)
+        sup = Supervisor(rt, opts, evidence=evidence, journal=log)
         sup.policy = _load_state(args.state_file)
         verdict = sup.run_once(opts.policy.failures_before_action)
         _save_state(args.state_file, sup.policy)
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
             f"OLLAMA {verdict.status.name} - {verdict.state.value}: {verdict.summary}\n"
         )
         return int(verdict.status)
-    follower = journal.JournalFollower(opts.unit).start()
+    follower = journal.JournalFollower(opts.unit, ignore_clients=ignore).start()
     board = metrics.Board()
     close_metrics = metrics.serve(board, metrics_address) if metrics_address else None
     sup = Supervisor(

@@ -13,7 +13,7 @@ from ollama_ops.health import api, journal, verdict
 from ollama_ops.health.deep import pick_model
 from ollama_ops.health.gpu import GpuReader
 from ollama_ops.health.host import read_memory, read_unit
-from ollama_ops.health.http import Http
+from ollama_ops.health.http import Http, probe_address
 from ollama_ops.health.model import (
     ApiState,
     DeepOutcome,
@@ -46,13 +46,16 @@ def _deep(http: Http, snap_models: ApiState, opts: CheckOptions) -> DeepProbe:
         return DeepProbe(DeepOutcome.SKIPPED, detail=why)
     outcome, latency, detail = api.generate_one(http, target.name, opts.deadline_s)
     failed = outcome is not DeepOutcome.OK
-    return DeepProbe(outcome, target.name, latency, detail, failures=int(failed))
+    return DeepProbe(
+        outcome, target.name, latency, detail, failures=int(failed), failing_for_s=latency * failed
+    )
 
 
 def run_check(
     rt: Runtime, opts: CheckOptions, *, http: Http | None = None, gpu: GpuReader | None = None
 ) -> tuple[Snapshot, Verdict]:
-    http = http or Http(opts.url, clock=rt.clock)
+    own = probe_address(opts.url)
+    http = http or Http(opts.url, clock=rt.clock, local_address=own)
     started = rt.clock()
     live = api.liveness(http, opts.live_deadline_s)
     models, ps_detail = (None, "")
@@ -78,7 +81,11 @@ def run_check(
         spent = rt.clock() - started
         if unit.available:
             progress = journal.recent(
-                rt, opts.unit, opts.window_s + spent + 5, max(opts.window_s, spent + 5)
+                rt,
+                opts.unit,
+                opts.window_s + spent + 5,
+                max(opts.window_s, spent + 5),
+                frozenset({own}) if own else frozenset(),
             )
         else:  # an empty journal of a unit systemd does not know proves nothing
             progress = Progress(readable=False, detail=f"no journal of {opts.unit} to read")

@@ -40,6 +40,15 @@ def check_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
+def probe_address(url: str) -> str | None:
+    """A loopback source address of the checker's own, so its requests are told apart in
+    Ollama's access log: 127.0.0.2 for a server on 127.0.0.1 or localhost (None otherwise)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.startswith("127."):
+        return "127.0.0.3" if host == "127.0.0.2" else "127.0.0.2"
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:160] if text else type(exc).__name__
@@ -54,10 +63,14 @@ class Http:
         *,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
+        local_address: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # No proxy from the environment: the API is reached directly, as clients on the host do.
-        self.client = client or httpx.Client(trust_env=False, follow_redirects=False)
+        transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
+        self.client = client or httpx.Client(
+            trust_env=False, follow_redirects=False, transport=transport
+        )
         self.clock = clock
 
     def close(self) -> None:

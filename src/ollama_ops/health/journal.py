@@ -58,13 +58,15 @@ def parse_entry(line: str, boot: str | None) -> tuple[float, str] | None:
     return (mono, message) if isinstance(message, str) else None
 
 
-def events_from(lines: Iterable[str], boot: str | None) -> list[Event]:
+def events_from(
+    lines: Iterable[str], boot: str | None, ignore: frozenset[str] = frozenset()
+) -> list[Event]:
     found = []
     for line in lines:
         entry = parse_entry(line, boot)
         if entry is None:
             continue
-        kind = classify(entry[1])
+        kind = classify(entry[1], ignore)
         if kind is not None:
             found.append(Event(entry[0], kind[0], kind[1]))
     return found
@@ -77,8 +79,13 @@ def _unreadable_reason(stderr: str) -> str | None:
     return None
 
 
-def recent(rt: Runtime, unit: str, seconds: float, window: float) -> Progress:
-    """The evidence of the last ``seconds`` of ``unit``'s journal, counted over ``window``."""
+def recent(
+    rt: Runtime, unit: str, seconds: float, window: float, ignore: frozenset[str] = frozenset()
+) -> Progress:
+    """The evidence of the last ``seconds`` of ``unit``'s journal, counted over ``window``.
+
+    Access lines of clients in ``ignore`` (the checker's own address) are left out.
+    """
     argv = ["journalctl", "-u", unit, f"--since=-{max(1, int(seconds))}s"]
     argv += ["-o", "json", "--no-pager", "-q"]
     try:
@@ -90,7 +97,8 @@ def recent(rt: Runtime, unit: str, seconds: float, window: float) -> Progress:
         reason = why or (done.stderr.strip().splitlines() or ["no output"])[-1][:160]
         return Progress(readable=False, detail=f"journal unreadable: {reason}")
     tracker = Tracker(keep=window + 1)
-    for ev in sorted(events_from(done.stdout.splitlines(), boot_id(rt.root)), key=lambda e: e.at):
+    events = events_from(done.stdout.splitlines(), boot_id(rt.root), ignore)
+    for ev in sorted(events, key=lambda e: e.at):
         tracker.add(ev)
     return tracker.progress(rt.clock(), window)
 
@@ -106,8 +114,10 @@ class JournalFollower:
         clock: Callable[[], float] = time.monotonic,
         argv: list[str] | None = None,
         retry_after: float = 5.0,
+        ignore_clients: frozenset[str] = frozenset(),
     ) -> None:
         self.unit = unit
+        self.ignore = ignore_clients
         self.clock = clock
         self.argv = argv or [
             *("journalctl", "-u", unit, "-f", f"--since=-{int(history)}s"),
@@ -149,7 +159,7 @@ class JournalFollower:
                 with self._lock:
                     self.readable, self.detail = False, f"journal unreadable: {why}"
             return
-        kind = classify(entry[1])
+        kind = classify(entry[1], self.ignore)
         with self._lock:
             self.readable = True
             if kind is not None:
@@ -191,11 +201,14 @@ class JournalFollower:
 class RecentJournal:
     """Evidence read afresh at each question (`watch --once`: no follower to keep)."""
 
-    def __init__(self, rt: Runtime, unit: str, history: float = 300.0) -> None:
+    def __init__(
+        self, rt: Runtime, unit: str, history: float = 300.0, ignore: frozenset[str] = frozenset()
+    ) -> None:
         self.rt = rt
         self.unit = unit
         self.history = history
+        self.ignore = ignore
 
     def progress(self, now: float, window: float) -> Progress:
         del now  # recent() measures ages against the runtime's clock
-        return recent(self.rt, self.unit, max(self.history, window), window)
+        return recent(self.rt, self.unit, max(self.history, window), window, self.ignore)

@@ -52,7 +52,8 @@ INFERENCE_PATHS = frozenset(
 )
 
 _GIN = re.compile(
-    r"\[GIN\][^|]*\|\s*(?P<status>\d{3})\s*\|[^|]*\|[^|]*\|\s*(?P<method>[A-Z]+)\s+\"(?P<path>[^\"]*)\""
+    r"\[GIN\][^|]*\|\s*(?P<status>\d{3})\s*\|[^|]*\|\s*(?P<client>[^|]*?)\s*\|"
+    r"\s*(?P<method>[A-Z]+)\s+\"(?P<path>[^\"]*)\""
 )
 _LOAD_START = re.compile(
     r"waiting for (?:llama runner|llama-server|server) to start responding|starting llama server"
@@ -69,10 +70,16 @@ _GPU_ERROR = re.compile(
 _LIBRARY = re.compile(r"inference compute.*?\blibrary=\"?(?P<lib>[A-Za-z]+)")
 
 
-def classify(message: str) -> tuple[Kind, str] | None:
-    """The evidence one log line carries, or None."""
+def classify(message: str, ignore_clients: frozenset[str] = frozenset()) -> tuple[Kind, str] | None:
+    """The evidence one log line carries, or None.
+
+    Requests from ``ignore_clients`` (the checker's own source address) are no
+    evidence: "nothing else completes" means nothing but the probes.
+    """
     gin = _GIN.search(message)
     if gin:
+        if gin.group("client") in ignore_clients:
+            return None
         status = int(gin.group("status"))
         path = gin.group("path").split("?")[0]
         if status == 503:

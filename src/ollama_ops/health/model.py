@@ -87,7 +87,7 @@ class ApiState:
     """`GET /` (liveness) and `GET /api/ps` (the loaded models)."""
 
     live: HttpResult
-    live_failing_for_s: float = 0.0  # since the first failed `GET /` of the current streak
+    live_failing_for_s: float = 0.0  # since the first failed `GET /` of the streak began
     models: tuple[LoadedModel, ...] | None = None  # None: /api/ps not read
     ps_detail: str = ""
     version: str | None = None
@@ -110,7 +110,7 @@ class DeepProbe:
     latency_s: float | None = None
     detail: str = ""
     failures: int = 0  # consecutive failed attempts (TIMEOUT, BUSY, ERROR)
-    failing_for_s: float = 0.0  # since the first of those attempts started
+    failing_for_s: float = 0.0  # since the first of those attempts began (to now)
 
 
 @dataclass(frozen=True)

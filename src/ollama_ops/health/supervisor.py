@@ -23,7 +23,7 @@ from ollama_ops.health.actions import ActionResult, Actor
 from ollama_ops.health.deep import DeepProber
 from ollama_ops.health.gpu import GpuReader
 from ollama_ops.health.host import read_memory, read_unit
-from ollama_ops.health.http import Http
+from ollama_ops.health.http import Http, probe_address
 from ollama_ops.health.metrics import Board, Status
 from ollama_ops.health.model import (
     ApiState,
@@ -161,16 +161,17 @@ class Supervisor:
         self.opts = opts
         self.evidence = evidence
         self.journal = journal
-        self.http = http or Http(opts.url, clock=rt.clock)
+        own = probe_address(opts.url)  # our requests, told apart in Ollama's access log
+        self.http = http or Http(opts.url, clock=rt.clock, local_address=own)
         self.gpu = gpu or GpuReader(rt.run)
         self.notify = notify
         self.board = board or Board()
         self.log_totals = log_totals
-        self.actor = Actor(rt, opts.unit, Http(opts.url, clock=rt.clock))
+        self.actor = Actor(rt, opts.unit, Http(opts.url, clock=rt.clock, local_address=own))
         self.deep: DeepProber | None = None
         if opts.deep:
             self.deep = DeepProber(
-                deep_http or Http(opts.url, clock=rt.clock),
+                deep_http or Http(opts.url, clock=rt.clock, local_address=own),
                 lambda: self._models,
                 clock=rt.clock,
                 interval=opts.deep_interval_s,
@@ -272,7 +273,7 @@ class Supervisor:
                 live=live,
                 live_failing_for_s=0.0
                 if self._live_fail_since is None
-                else now - self._live_fail_since,
+                else after - self._live_fail_since,
                 models=self._models if live.ok else None,
                 ps_detail=self._ps_detail,
             ),

@@ -31,7 +31,8 @@ class Thresholds:
     load_grace_s: float = 300.0  # a load longer than OLLAMA_LOAD_TIMEOUT (5m) explains nothing
     vram_full_ratio: float = 0.97
     slow_s: float = 1.0  # `GET /` slower than this counts as busy
-    slack_s: float = 1.0  # journal delivery delay allowed when matching evidence to probes
+    # A completion counts as progress only when logged after the first failed probe began.
+    slack_s: float = 0.0
 
 
 def _s(seconds: float) -> str:
@@ -72,7 +73,7 @@ def _liveness_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
         return Verdict(
             State.DOWN, (Problem.API_DOWN,), (f"the API does not answer: {live.detail}",)
         )
-    span = s.api.live_failing_for_s + live.latency_s
+    span = max(s.api.live_failing_for_s, live.latency_s)
     if not s.progress.readable:
         return Verdict(
             State.UNKNOWN,
@@ -168,7 +169,7 @@ def _deep_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
             (Problem.LOADING,),
             (f"{what}: a model has been loading for {_s(p.loading_for_s)}",),
         )
-    span = deep.failing_for_s + (deep.latency_s or 0.0)
+    span = max(deep.failing_for_s, deep.latency_s or 0.0)
     if _completed_within(s, span, t):
         problem = Problem.QUEUE_FULL if deep.outcome is DeepOutcome.BUSY else Problem.SLOW
         return Verdict(State.BUSY, (problem,), (f"{what}, but other requests complete",))
