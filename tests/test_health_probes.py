@@ -263,9 +263,16 @@ def test_tracker_counts_a_window_and_follows_loads() -> None:
     assert t.totals[Kind.COMPLETION] == 2
 
 
-def test_a_new_server_process_ends_a_load() -> None:
-    events = [logscan.Event(1.0, Kind.LOAD_START), logscan.Event(2.0, Kind.START)]
-    assert logscan.summarize(events, 3.0, 60.0).loading_for_s is None
+def test_a_new_server_process_ends_a_load_and_the_old_ones_errors() -> None:
+    events = [
+        logscan.Event(0.5, Kind.GPU_ERROR, "CUDA error"),
+        logscan.Event(0.6, Kind.OOM),
+        logscan.Event(1.0, Kind.LOAD_START),
+        logscan.Event(2.0, Kind.START),
+    ]
+    p = logscan.summarize(events, 3.0, 60.0)
+    assert p.loading_for_s is None and p.gpu_errors == 0
+    assert p.oom_events == 1  # still worth a warning after the restart
 
 
 def test_journal_entries_use_the_monotonic_clock_and_skip_other_boots() -> None:

@@ -87,7 +87,10 @@ def read_memory(rt: Runtime, control_group: str, oom_before: int | None = None) 
     base = rt.root / "sys/fs/cgroup" / control_group.lstrip("/")
     current = _read(base / "memory.current")
     if current is None:
-        return MemoryState(available=False, detail=f"{base}/memory.current unreadable (cgroup v1?)")
+        return MemoryState(
+            available=False,
+            detail=f"no {base}/memory.current (cgroup v1, or no memory controller delegated)",
+        )
     limit = _read(base / "memory.max")
     events = parse_events(_read(base / "memory.events") or "")
     peak = _read(base / "memory.peak")  # Linux 5.19+

@@ -137,8 +137,17 @@ class Tracker:
             self.last_completion = max(ev.at, self.last_completion or ev.at)
         elif ev.kind is Kind.LOAD_START:
             self.loading_since = ev.at if self.loading_since is None else self.loading_since
-        elif ev.kind in (Kind.LOAD_DONE, Kind.LOAD_FAILED, Kind.START):
+        elif ev.kind in (Kind.LOAD_DONE, Kind.LOAD_FAILED):
             self.loading_since = None
+        elif ev.kind is Kind.START:
+            # A new server process: what the old one logged says nothing about this one,
+            # except that it ran out of memory (kept, as a warning).
+            self.loading_since = None
+            self.library = None
+            self.last_gpu_error = ""
+            for _, by_kind in self._seconds:
+                for kind in [k for k in by_kind if k is not Kind.OOM]:
+                    del by_kind[kind]
         elif ev.kind is Kind.LIBRARY:
             self.library = ev.detail
         elif ev.kind is Kind.GPU_ERROR:

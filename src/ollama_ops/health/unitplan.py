@@ -127,6 +127,7 @@ def _hardening(plan: WatchPlan) -> list[tuple[str, str]]:
         ("RestrictSUIDSGID", "yes"),
         ("LockPersonality", "yes"),
         ("MemoryDenyWriteExecute", "yes"),
+        ("UMask", "0077"),
         ("SystemCallArchitectures", "native"),
         ("SystemCallFilter", "@system-service @module" if plan.nvidia else "@system-service"),
         ("SystemCallErrorNumber", "EPERM"),
