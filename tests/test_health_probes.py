@@ -325,6 +325,21 @@ def test_the_follower_reads_what_journalctl_prints(tmp_path: Path) -> None:
     assert follower.progress(time.monotonic(), 60).readable
 
 
+def test_a_follower_that_hears_nothing_says_so(tmp_path: Path) -> None:
+    script = tmp_path / "fake-journalctl"
+    script.write_text("#!/bin/sh\nsleep 30\n")
+    script.chmod(0o755)
+    follower = journal.JournalFollower("x.service", argv=[str(script)], silent_after=0.3).start()
+    try:
+        deadline = time.monotonic() + 10
+        while follower.progress(time.monotonic(), 60).readable:
+            assert time.monotonic() < deadline, "the silence was not noticed"
+            time.sleep(0.05)
+    finally:
+        follower.stop()
+    assert "not even the checker's own requests" in follower.progress(time.monotonic(), 60).detail
+
+
 def test_the_follower_says_when_journalctl_complains(tmp_path: Path) -> None:
     script = tmp_path / "fake-journalctl"
     script.write_text("#!/bin/sh\necho 'Failed to open journal: Permission denied'\nsleep 30\n")
@@ -370,8 +385,15 @@ def test_cgroup_memory_files(tmp_path: Path) -> None:
     mem = read_memory(Runtime(root=tmp_path), "/system.slice/ollama.service", oom_before=0)
     assert mem.available and mem.current == 1048576 and mem.limit is None and mem.peak is None
     assert mem.oom_kills == 1 and mem.oom_kills_recent == 1
+    none = read_memory(Runtime(root=tmp_path), "/other.service")
+    assert not none.available and "no memory controller" in none.detail
+    hybrid = tmp_path / "sys/fs/cgroup/memory/other.service"
+    hybrid.mkdir(parents=True)
+    (hybrid / "memory.usage_in_bytes").write_text("4096\n")
+    (hybrid / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (hybrid / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
     v1 = read_memory(Runtime(root=tmp_path), "/other.service")
-    assert not v1.available and "cgroup v1" in v1.detail
+    assert v1.available and v1.current == 4096 and v1.limit is None and v1.oom_kills == 2
     assert parse_events("oom_kill 3\nbad line\n") == {"oom_kill": 3}
 
 

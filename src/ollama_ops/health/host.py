@@ -80,20 +80,32 @@ def parse_events(text: str) -> dict[str, int]:
     return found
 
 
+_V1_NO_LIMIT = 1 << 62  # memory.limit_in_bytes of an unlimited v1 group (page-rounded max)
+
+
 def read_memory(rt: Runtime, control_group: str, oom_before: int | None = None) -> MemoryState:
-    """The unit's cgroup v2 memory files; unavailable (with why) on cgroup v1 or without a group."""
+    """The unit's cgroup memory: v2 files, else the v1 memory controller (hybrid hosts)."""
     if not control_group:
         return MemoryState(available=False, detail="no cgroup (the unit is not running)")
-    base = rt.root / "sys/fs/cgroup" / control_group.lstrip("/")
-    current = _read(base / "memory.current")
-    if current is None:
-        return MemoryState(
-            available=False,
-            detail=f"no {base}/memory.current (cgroup v1, or no memory controller delegated)",
-        )
-    limit = _read(base / "memory.max")
-    events = parse_events(_read(base / "memory.events") or "")
-    peak = _read(base / "memory.peak")  # Linux 5.19+
+    group = control_group.lstrip("/")
+    v2 = rt.root / "sys/fs/cgroup" / group
+    v1 = rt.root / "sys/fs/cgroup/memory" / group
+    current = _read(v2 / "memory.current")
+    if current is not None:
+        limit = _read(v2 / "memory.max")
+        peak = _read(v2 / "memory.peak")  # Linux 5.19+
+        events = parse_events(_read(v2 / "memory.events") or "")
+    else:
+        current = _read(v1 / "memory.usage_in_bytes")
+        if current is None:
+            return MemoryState(
+                available=False,
+                detail=f"no {v2}/memory.current nor v1 memory.usage_in_bytes (no memory controller)",
+            )
+        limit = _read(v1 / "memory.limit_in_bytes")
+        limit = None if limit is None or _int(limit) >= _V1_NO_LIMIT else limit
+        peak = _read(v1 / "memory.max_usage_in_bytes")
+        events = parse_events(_read(v1 / "memory.oom_control") or "")
     oom = events.get("oom_kill", 0)
     return MemoryState(
         available=True,

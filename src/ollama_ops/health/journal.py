@@ -115,6 +115,7 @@ class JournalFollower:
         argv: list[str] | None = None,
         retry_after: float = 5.0,
         ignore_clients: frozenset[str] = frozenset(),
+        silent_after: float = 30.0,
     ) -> None:
         self.unit = unit
         self.ignore = ignore_clients
@@ -127,6 +128,11 @@ class JournalFollower:
         self.tracker = Tracker()
         self.readable = False
         self.detail = "journal not read yet"
+        # The supervisor's own probes put an access line in the journal every second: a
+        # follower that reads nothing for this long is not reading (filtered, or stuck).
+        self.silent_after = silent_after
+        self._last_entry: float | None = None
+        self._started: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
@@ -148,6 +154,13 @@ class JournalFollower:
         with self._lock:
             if not self.readable:
                 return Progress(readable=False, detail=self.detail)
+            heard = self._last_entry if self._last_entry is not None else self._started
+            if heard is not None and self.clock() - heard > self.silent_after:
+                return Progress(
+                    readable=False,
+                    detail=f"journal unreadable: no entry of {self.unit} for "
+                    f"{self.clock() - heard:.0f}s, not even the checker's own requests",
+                )
             return self.tracker.progress(now, window)
 
     def feed(self, line: str) -> None:
@@ -162,6 +175,7 @@ class JournalFollower:
         kind = classify(entry[1], self.ignore)
         with self._lock:
             self.readable = True
+            self._last_entry = self.clock()
             if kind is not None:
                 self.tracker.add(Event(entry[0], kind[0], kind[1]))
 
@@ -184,8 +198,9 @@ class JournalFollower:
                 self._stop.wait(self.retry_after)
                 continue
             with self._lock:
-                # journalctl prints nothing while the unit is quiet: readable until it complains.
+                # Readable until journalctl complains, or says nothing for too long.
                 self.readable, self.detail = True, ""
+                self._started = self.clock() if self._started is None else self._started
             assert self._proc.stdout is not None
             for line in self._proc.stdout:
                 self.feed(line)
