@@ -60,7 +60,8 @@ class Actor:
             tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
             steps.append(f"{shown}: exit {done.returncode}: {tail[0][:160]}")
             return False
-        steps.append(f"{shown}: ok")
+        said = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:]
+        steps.append(f"{shown}: ok" + (f" ({said[0][:160]})" if said else ""))
         return True
 
     def _start(self, steps: list[str]) -> bool:
