@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ def fresh(c: Container) -> Iterator[float]:
     fault(c, clear=("*",)) if api_up(c) else None
 
 
-def acted(c: Container, since: float) -> list[dict[str, object]]:
+def acted(c: Container, since: float) -> list[dict[str, Any]]:
     return records(c, "act", since)
 
 

@@ -58,6 +58,7 @@ class DeepProber:
         self.retry_after = retry_after
         self._last = _Last(DeepOutcome.SKIPPED, None, None, "no probe yet", 0, None)
         self.failures_total = 0
+        self._pinned: tuple[str, float, float] | None = None  # (model, until, deadline)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deep-probe", daemon=True)
 
@@ -81,20 +82,33 @@ class DeepProber:
             failing_for_s=failing_for,
         )
 
+    def pin(self, model: str, seconds: float, deadline: float) -> None:
+        """Keep asking ``model`` for ``seconds`` even when it is not loaded (after unloading it:
+        did that help?), with a deadline long enough for the load that the question causes."""
+        self._pinned = (model, self.clock() + seconds, deadline)
+
     def probe_once(self) -> DeepOutcome:
         target = pick_model(self.models(), self.deadline)
-        if target is None:
+        name, deadline = (
+            (target.name, self.deadline) if target is not None else (None, self.deadline)
+        )
+        pinned = self._pinned
+        unloaded = pinned is not None and (target is None or target.name != pinned[0])
+        if pinned is not None and unloaded and self.clock() < pinned[1]:
+            name, deadline = pinned[0], pinned[2]
+        if name is None:
             self._last = _Last(DeepOutcome.SKIPPED, None, None, "no model loaded", 0, None)
             return DeepOutcome.SKIPPED
         started = self.clock()
-        outcome, latency, detail = api.generate_one(self.http, target.name, self.deadline)
+        outcome, latency, detail = api.generate_one(self.http, name, deadline)
         prev = self._last
         if outcome is DeepOutcome.OK:
-            self._last = _Last(outcome, target.name, latency, "", 0, None)
+            self._last = _Last(outcome, name, latency, "", 0, None)
+            self._pinned = None
         else:
             self.failures_total += 1
             first = prev.first_failure_at if prev.failures else started
-            self._last = _Last(outcome, target.name, latency, detail, prev.failures + 1, first)
+            self._last = _Last(outcome, name, latency, detail, prev.failures + 1, first)
         return outcome
 
     def _run(self) -> None:

@@ -38,7 +38,7 @@ from ollama_ops.health.model import (
     Verdict,
 )
 from ollama_ops.health.notify import Journal
-from ollama_ops.health.policy import Decision, Kind, PolicyConfig, PolicyState, step
+from ollama_ops.health.policy import Action, Decision, Kind, PolicyConfig, PolicyState, step
 from ollama_ops.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ _PRIORITY = {
     Kind.OK: 6,
 }
 CLOCK_JUMP_S = 2.0
+UNLOAD_CHECK_S = 180.0  # after unloading a hung model, keep asking it this long
 CLOCK_JUMP_HOLD_S = 900.0
 
 
@@ -70,6 +71,7 @@ class WatchOptions:
     deep: bool = True
     deep_interval_s: float = 5.0
     deep_deadline_s: float = 5.0
+    unload_check_deadline_s: float = 20.0  # asking an unloaded model again loads it: allow for that
     slow_every_s: float = 5.0  # unit, cgroup and GPU while all is well
     gpu_every_s: float = 5.0
     window_s: float = 60.0
@@ -321,6 +323,11 @@ class Supervisor:
         if not models and self.deep is not None:
             latest = self.deep.latest()
             models = (latest.model,) if latest.model else ()
+
+        if d.action is Action.UNLOAD_MODEL and self.deep is not None and models:
+            # Did unloading help? Ask that model again (loading it) until it answers.
+            deadline = max(self.opts.deep_deadline_s, self.opts.unload_check_deadline_s)
+            self.deep.pin(models[0], UNLOAD_CHECK_S, deadline)
 
         def work() -> None:
             result = self.actor.execute(d.action, models) if d.action else None
