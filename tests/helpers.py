@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ollama_ops.errors import CommandError
 from ollama_ops.model import facts
 from ollama_ops.runtime import Runtime
 
@@ -35,16 +36,38 @@ WantedBy=default.target
 
 
 class FakeSystemctl:
-    """Records calls; `fail_start` makes the unit crash-loop like a bad config."""
+    """Records calls; `fail_start` makes the unit crash-loop like a bad config.
 
-    def __init__(self, props: dict[str, str] | None = None, *, fail_start: bool = False) -> None:
+    `down` is a host whose systemd does not answer (a container without it as PID 1).
+    `on_call` sees every recorded call first (a test's model of systemd, or a failure).
+    """
+
+    def __init__(
+        self, props: dict[str, str] | None = None, *, fail_start: bool = False, down: bool = False
+    ) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.props = props or {}
         self.fail_start = fail_start
+        self.down = down
         self.started = False
+        self.on_call: Callable[[tuple[str, ...]], None] | None = None
+
+    def _record(self, *call: str) -> None:
+        self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
+
+    def manager_version(self) -> str:
+        self.calls.append(("show", "-p", "Version"))
+        if self.down:
+            raise CommandError(
+                "systemctl show -p Version --value exited 1: System has not been booted with "
+                "systemd as init system (PID 1). Can't operate."
+            )
+        return "255.4-1"
 
     def daemon_reload(self) -> None:
-        self.calls.append(("daemon-reload",))
+        self._record("daemon-reload")
 
     def restart(self, unit: str) -> None:
         self.calls.append(("restart", unit))
@@ -72,6 +95,12 @@ class FakeSystemctl:
         }
         state.update(self.props)
         return {p: state.get(p, "") for p in props}
+
+    def set_property_runtime(self, unit: str, assignments: Sequence[str]) -> None:
+        self._record("set-property", "--runtime", unit, *assignments)
+        for assignment in assignments:
+            key, _, value = assignment.partition("=")
+            self.props[key] = value
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
         return ["Error: mkdir /srv/models/blobs: permission denied"] if self.fail_start else []

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from aiohttp import web
 
 from ollama_ops.sim.envconfig import read_server_env
 from ollama_ops.sim.logs import Logger
 from ollama_ops.sim.profile import profile_from_dict
+from ollama_ops.sim.registry import Registry, make_app
 from ollama_ops.sim.server import SimConfig, SimServer
 from ollama_ops.sim.system import listen_socket, new_event_loop
 
@@ -89,6 +91,8 @@ class SimThread:
         control: bool = True,
         queue_mode: str = "ollama",
         faults: list[tuple[str, float | None]] | None = None,
+        *,
+        registry: str | None = None,
     ) -> None:
         full_env = {"OLLAMA_CONTEXT_LENGTH": "4096"}
         full_env.update(env or {})
@@ -101,6 +105,7 @@ class SimThread:
             faults=list(faults or []),
             control=control,
             queue_mode=queue_mode,
+            registry=registry,
         )
         self.server = SimServer(self.config, self.log)
         self.loop = new_event_loop()
@@ -169,6 +174,60 @@ class SimThread:
 
     def logs(self) -> str:
         return self.log_buf.getvalue()
+
+
+class RegistryThread:
+    """The registry stand-in on 127.0.0.1:<ephemeral> in a daemon thread.
+
+    ``requests`` lists every (method, path) it served, in order.
+    """
+
+    def __init__(self, rate: float = 0.0) -> None:
+        self.registry = Registry()
+        self.rate = rate
+        self.requests: list[tuple[str, str]] = []
+        self.loop = new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.url = ""
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        app = make_app(self.registry, self.rate, quiet=True)
+
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.requests.append((request.method, request.path))
+            resp: web.StreamResponse = await handler(request)
+            return resp
+
+        app.middlewares.insert(0, record)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        sock = listen_socket("127.0.0.1", 0)
+        site = web.SockSite(runner, sock)
+        await site.start()
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def __enter__(self) -> RegistryThread:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop = self._stop
+        if stop is not None:
+            self.loop.call_soon_threadsafe(stop.set)
+        self._thread.join(10)
+        self.loop.close()
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

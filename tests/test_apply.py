@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_ops.apply import activate, fileio, store
+from ollama_ops.apply import activate, fileio, journal
 from ollama_ops.apply import transaction as apply
 from ollama_ops.apply.diff import unified
 from ollama_ops.errors import ApplyError, CommandError, OpsError
@@ -114,24 +114,16 @@ def test_property_mismatch_rolls_back(root: Path) -> None:
     assert snapshot(root) == before
 
 
-def test_write_failure_leaves_nothing_half_written(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_write_failure_leaves_nothing_half_written(root: Path) -> None:
     d, files = deployment()
     before = snapshot(root)
-    real = fileio.atomic_write
-    count = {"n": 0}
 
-    def flaky(path: Path, data: bytes, mode: int = 0o644) -> None:
-        if "modules-load" in str(path):
-            raise OSError(28, "No space left on device", str(path))
-        count["n"] += 1
-        real(path, data, mode)
+    def full_disk(operation: str, path: str) -> None:
+        if operation == "write" and "modules-load" in path:
+            raise OSError(28, "No space left on device", path)
 
-    monkeypatch.setattr(store, "atomic_write", flaky)
-    with pytest.raises(ApplyError, match="No space left"):
+    with fileio.faults(full_disk), pytest.raises(ApplyError, match="No space left"):
         apply.apply(fake_runtime(root), d, files)
-    monkeypatch.setattr(store, "atomic_write", real)
     assert snapshot(root) == before
 
 
@@ -240,7 +232,7 @@ def test_owned_list_cannot_point_outside_our_files(tmp_path: Path) -> None:
     (state / "owned.json").write_text(
         '["/etc/shadow", "/etc/systemd/system/ollama.service.d/x.conf"]'
     )
-    assert store.owned_files(root) == {"/etc/systemd/system/ollama.service.d/x.conf"}
+    assert journal.owned_files(root) == {"/etc/systemd/system/ollama.service.d/x.conf"}
     leak = root / "etc/systemd/system/ollama.service.d/x.conf"
     leak.parent.mkdir(parents=True)
     leak.symlink_to("/etc/hostname")

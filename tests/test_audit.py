@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -967,3 +971,155 @@ def test_ignored_keys_match_systemd_analyze_verify(tmp_path: Path) -> None:
     }
     assert ignored == warned
     assert "StartLimitBurst" not in warned  # still accepted in [Service]
+
+
+# ------------------------------------- env files read as systemd reads them (issue 7, item 5)
+
+ENV_UNIT = CLEAN + "EnvironmentFile=-/etc/ollama/ollama.env\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "exposed"),
+    [
+        # a quoted multi-line value holds the line that seemed to restore loopback
+        ("OLLAMA_HOST=0.0.0.0\nNOTE='\nOLLAMA_HOST=127.0.0.1\n'\n", True),
+        ('OLLAMA_HOST=0.0.0.0\nNOTE="a\\"\nOLLAMA_HOST=127.0.0.1"\n', True),
+        # a backslash-newline joins the lines
+        ("OLLAMA_HOST=0.0.0.0\\\n:11434\n", True),
+        ("X=1 \\\nOLLAMA_HOST=127.0.0.1\nOLLAMA_HOST=0.0.0.0\n", True),
+        # ... and what only looks like an assignment sits inside a quoted value
+        ('X="a\nOLLAMA_HOST=0.0.0.0"\n', False),
+        ("X='\nOLLAMA_HOST=0.0.0.0\n'\n", False),
+        ("X=a\\\nOLLAMA_HOST=0.0.0.0\n", False),
+        ("# comment \\\nOLLAMA_HOST=0.0.0.0\n", True),  # since systemd 254 a comment ends here
+        ("OLLAMA_HOST=0.0.0.0\0\nOLLAMA_HOST=127.0.0.1\n", True),  # systemd stops at NUL
+    ],
+)
+def test_env_files_are_read_with_systemds_grammar(tmp_path: Path, text: str, exposed: bool) -> None:
+    root = make_root(tmp_path, ENV_UNIT)
+    write(root, "etc/ollama/ollama.env", text)
+    assert ("api-exposed" in ids(run(root))) is exposed
+
+
+SECRET = "OLLAMA_HOST=0.0.0.0\nOLLAMA_ORIGINS=host-secret-value\n"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["/../../outside.env", "/etc/../../../outside.env", "/../../out*.env", "/etc/ollama/link.env"],
+)
+def test_env_files_are_read_inside_the_root_only(tmp_path: Path, spec: str) -> None:
+    write(tmp_path, "outside.env", SECRET)
+    root = make_root(tmp_path / "a" / "root", CLEAN + f"EnvironmentFile={spec}\n")
+    (root / "etc/ollama").mkdir(parents=True, exist_ok=True)
+    (root / "etc/ollama/link.env").symlink_to(tmp_path / "outside.env")  # absolute, on the host
+    found = run(root)
+    assert "api-exposed" not in ids(found)
+    assert "env-file-missing" in ids(found)
+    assert not any("host-secret-value" in f.message + f.fix for f in found)
+
+
+def test_a_relative_symlink_cannot_climb_out_of_the_root(tmp_path: Path) -> None:
+    write(tmp_path, "outside.env", SECRET)
+    root = make_root(tmp_path / "a" / "root", ENV_UNIT)
+    (root / "etc/ollama").mkdir(parents=True, exist_ok=True)
+    (root / "etc/ollama/ollama.env").symlink_to("../../../../../outside.env")
+    assert "api-exposed" not in ids(run(root))
+
+
+class Blocked(Exception):
+    """The code under test blocked (in open() of a FIFO, say) past its time."""
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Fail instead of hanging: SIGALRM interrupts a blocked open() or read()."""
+
+    def fail(_signum: int, _frame: object) -> None:
+        raise Blocked(f"blocked for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    "fifo",
+    ["etc/ollama/ollama.env", "etc/passwd", "etc/group", "etc/modules-load.d/nvidia.conf"],
+)
+def test_a_fifo_under_the_root_does_not_hang_audit(tmp_path: Path, fifo: str) -> None:
+    root = make_root(tmp_path, ENV_UNIT)
+    (root / fifo).parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(root / fifo)
+    with within(10):
+        found = run(root)
+    if fifo.endswith(".env"):
+        assert "not a regular file" in only(found, "env-file-unreadable").message
+
+
+def test_an_env_file_over_the_size_cap_is_not_read(tmp_path: Path) -> None:
+    root = make_root(tmp_path, ENV_UNIT)
+    write(root, "etc/ollama/ollama.env", "OLLAMA_HOST=0.0.0.0\n" + "#" * (2 << 20) + "\n")
+    assert "over" in only(run(root), "env-file-unreadable").message
+
+
+def test_an_env_file_that_systemd_refuses_is_reported(tmp_path: Path) -> None:
+    root = make_root(tmp_path, ENV_UNIT)
+    (root / "etc/ollama").mkdir(parents=True, exist_ok=True)
+    (root / "etc/ollama/ollama.env").write_bytes(b"OLLAMA_HOST=0.0.0.0\nX=\xff\n")
+    assert "invalid UTF-8" in only(run(root), "env-file-unreadable").message
+
+
+# ------------------------------------- numbers that allocated without bound (issue 7, item 9)
+
+
+@pytest.mark.parametrize(
+    ("dropin", "fid"),
+    [
+        ("[Service]\nAllowedCPUs=0-99999999999\n", "invalid-value"),
+        ("[Service]\nAllowedCPUs=0-8192\n", "invalid-value"),
+        ("[Unit]\nStartLimitBurst=99999999999\n", "invalid-value"),
+        ("[Unit]\nStartLimitBurst=\u0663\n", "invalid-value"),
+        ("[Unit]\nStartLimitBurst=4294967295\n", "restart-loop-forever"),
+        (
+            "[Unit]\nStartLimitBurst=4294967295\n[Service]\nRestartSteps=4294967295\n"
+            "RestartMaxDelaySec=1h\n",
+            "restart-loop-forever",
+        ),
+    ],
+    ids=["cpus-huge", "cpus-8192", "burst-huge", "burst-unicode", "burst-uint-max", "steps"],
+)
+def test_huge_numbers_in_a_unit_cost_nothing(tmp_path: Path, dropin: str, fid: str) -> None:
+    with within(20):
+        found = check(tmp_path, CLEAN, dropin, facts=host("cpu-small"), version=257)
+    assert fid in ids(found)
+
+
+@pytest.mark.parametrize(
+    ("line", "fid"),
+    [
+        ("CUDA_VISIBLE_DEVICES=\u00b2", None),  # isdigit() but not a number for int()
+        ("CUDA_VISIBLE_DEVICES=" + "9" * 5000, "gpus-not-on-host"),
+        ("GOMAXPROCS=1_000", "env-not-a-number"),  # int() reads 1000, Go does not
+        ("GOMAXPROCS=\u0661\u0666", "env-not-a-number"),
+        ("OLLAMA_NUM_PARALLEL=\u0663", "env-not-a-number"),
+        ("OLLAMA_NUM_PARALLEL=" + "9" * 5000, "env-not-a-number"),
+    ],
+    ids=["superscript", "5000-digits", "underscore", "arabic", "arabic-parallel", "huge"],
+)
+def test_numbers_in_the_environment_are_read_as_go_reads_them(
+    tmp_path: Path, line: str, fid: str | None
+) -> None:
+    dropin = (
+        "[Service]\n"
+        + unit.render(
+            [("Service", [("Environment", unit.quote_environment(*line.split("=", 1)))])]
+        ).split("\n", 1)[1]
+    )
+    found = check(tmp_path, CLEAN, dropin, facts=host("nvidia-1x24g"))
+    if fid is not None:
+        assert fid in ids(found)

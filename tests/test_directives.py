@@ -8,11 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ollama_ops.errors import UnsafeValueError
 from ollama_ops.host import proc
 from ollama_ops.unitfile import directives
 from ollama_ops.unitfile import syntax as unit
 from ollama_ops.unitfile.directives import DIRECTIVES, KNOWN_SECTION_KEYS, Directive
+from ollama_ops.unitfile.grammar import Grammar, problem
 
 SEED_GUIDE = Path("/work/shared/reference/seed-guide.txt")
 
@@ -287,3 +291,105 @@ def test_journald_knows_the_journal_keys(d: Directive) -> None:
     binary = JOURNALD.read_bytes()
     assert f"Journal.{d.name}\0".encode() in binary
     assert d.since <= VERIFY_VERSION
+
+
+# ---------------------------------------------------------------- grammars (issue 7, item 1)
+
+
+# Directives whose value is free text on purpose; every other one has a word grammar.
+_FREE_TEXT = {"Description", "OnCalendar"}
+
+
+def test_every_directive_has_a_grammar_and_its_sample_fits_it() -> None:
+    for d in DIRECTIVES.values():
+        if d.name not in _FREE_TEXT:
+            assert d.grammar is not Grammar.TEXT, f"{d.name} has no grammar"
+        assert problem(d.grammar, d.sample) is None, (d.name, d.sample)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("IPAddressAllow", "fe80::1%%x any"),  # the zone id that hid "any"
+        ("IPAddressAllow", "fe80::1%x"),
+        ("IPAddressAllow", "10.0.0.0/8 'any'"),
+        ("IPAddressAllow", "10.0.0.0/8\\ any"),
+        ("IPAddressAllow", "10.0.0.0/33"),
+        ("IPAddressAllow", "host.example"),
+        ("IPAddressDeny", "any\u00a0"),
+        ("DeviceAllow", "/dev/nvidia0 rw /dev/sda"),
+        ("DeviceAllow", "/dev/sda rwx"),
+        ("DeviceAllow", "/dev/sda rr"),
+        ("DeviceAllow", "/etc/shadow rw"),
+        ("DeviceAllow", '"/dev/sda" rw'),
+        ("AllowedCPUs", "0-99999999999"),
+        ("AllowedCPUs", "0-8192"),
+        ("AllowedCPUs", "7-3"),
+        ("AllowedCPUs", "\u0660-\u0667"),
+        ("ReadWritePaths", "/etc"),
+        ("ReadWritePaths", "/srv/ok /etc/."),
+        ("ReadWritePaths", "/srv/a\\x20b"),
+        ("ReadWritePaths", "/usr/lib/ollama"),
+        ("ReadWritePaths", "relative"),
+        ("SupplementaryGroups", "render 'root wheel'"),
+        ("SupplementaryGroups", "render %g"),
+        ("RestrictAddressFamilies", "AF_INET AF_PACKET\\"),
+        ("RestrictAddressFamilies", "AF_INET ~AF_PACKET"),
+        ("SystemCallFilter", '@system-service "mount"'),
+        ("CapabilityBoundingSet", "CAP_SYS_ADMIN cap_net_raw"),
+        ("User", "ollama root"),
+        ("ExecStart", "/usr/bin/ollama serve; /bin/sh"),
+        ("ExecStart", "ollama serve"),
+        ("Environment", '"A=1" B'),
+        ("Environment", '"A=%h"'),
+        ("MemoryMax", "1G 2G"),
+        ("MemoryMax", "80%%"),
+        ("StartLimitBurst", "99999999999"),
+        ("TimeoutStopSec", "30 min; rm"),
+        ("After", "network-online.target; reboot.target"),
+        ("StateDirectory", "../etc"),
+        ("UMask", "0999"),
+    ],
+)
+def test_render_refuses_values_outside_the_directives_grammar(key: str, value: str) -> None:
+    section = DIRECTIVES[key].section
+    with pytest.raises(UnsafeValueError, match=rf"{section}\.{key}=") as info:
+        unit.render([(section, [(key, value)])])
+    assert "\n" not in str(info.value)
+
+
+_WORDY = st.lists(
+    st.sampled_from(
+        [
+            *list("0123456789abcdefAF:./-%~ \"'\\,rwm@_\xa0٣"),
+            "any",
+            "localhost",
+            "/dev/",
+            "/srv/",
+            "AF_",
+            "CAP_",
+            "@",
+            ".service",
+            "yes",
+        ]
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(sorted(k for k, d in DIRECTIVES.items() if d.name not in _FREE_TEXT)),
+       value=_WORDY)  # fmt: skip
+def test_an_accepted_value_is_read_by_systemd_as_exactly_its_words(key: str, value: str) -> None:
+    """Whatever render accepts, systemd's word splitter yields the same words as a blank split:
+    no quote, escape or specifier can turn one word into two or hide one."""
+    section = DIRECTIVES[key].section
+    try:
+        text = unit.render([(section, [(key, value)])])
+    except UnsafeValueError as exc:
+        assert "\n" not in str(exc)
+        return
+    written = unit.parse(text).get(section, key)
+    assert written == [value]
+    if key != "Environment":
+        assert unit.split_words(value) == value.split()

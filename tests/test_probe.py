@@ -198,7 +198,7 @@ def test_nvidia_smi_fallback_when_nvml_fails(tmp_path: Path) -> None:
     )
     assert (
         "nvidia-smi",
-        "--query-gpu=index,name,memory.total,power.max_limit,clocks.max.sm,pci.bus_id",
+        "--query-gpu=index,name,memory.total,power.max_limit,clocks.max.sm,pci.bus_id,uuid",
         "--format=csv,noheader,nounits",
     ) in calls
     assert got.vram_bytes == (81559 + 40960) * MIB

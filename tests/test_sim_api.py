@@ -282,4 +282,4 @@ def test_access_log_is_gin_shaped(sim: SimThread, http: httpx.Client) -> None:
     assert lines
     assert lines[-1].startswith("[GIN] ")
     assert "| 200 |" in lines[-1]
-    assert '| GET     "/api/version"' in lines[-1]
+    assert '| GET      "/api/version"' in lines[-1]  # %-7s, then two spaces (empty colours)

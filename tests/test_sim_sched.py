@@ -333,3 +333,16 @@ def test_waiting_client_that_leaves_gives_up_its_place() -> None:
             lambda: (runner_state(sim, "slow:1b") or {}).get("free_slots") == 1,
             what="the slot",
         )
+
+
+def test_a_percentile_past_the_histogram_is_the_real_error_not_the_bucket_edge() -> None:
+    from ollama_ops.sim.engine import Stats
+
+    stats = Stats()
+    for _ in range(90):
+        stats.record(0.000_05)
+    for i in range(10):
+        stats.record(0.5 + i * 0.1)  # 500..1400 ms, far past the 100 ms histogram
+    assert stats.percentile(0.50) == pytest.approx(0.000_06)
+    assert stats.percentile(0.99) == pytest.approx(1.3)
+    assert stats.percentile(1.0) == stats.max_error

@@ -10,6 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ollama_ops.errors import ConfigError, UnitSyntaxError, UnsafeValueError
+from ollama_ops.unitfile import directives, envfile, inroot
 from ollama_ops.unitfile import effective as effective_mod
 from ollama_ops.unitfile import syntax as unit
 from ollama_ops.unitfile.effective import EffectiveUnit
@@ -274,6 +275,14 @@ _SAFE_VALUES = st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), 
 )
 _SECTIONS = st.lists(
     st.tuples(_NAMES, st.lists(st.tuples(_NAMES, _SAFE_VALUES), max_size=6)), max_size=5
+).filter(  # keys of the directive table must also fit their grammar; that has its own tests
+    lambda sections: (
+        not any(
+            directives.lookup(k) is not None and directives.DIRECTIVES[k].accepted_in(s) is not None
+            for s, entries in sections
+            for k, _v in entries
+        )
+    )
 )
 _HOSTILE = st.text(
     alphabet=st.one_of(
@@ -632,3 +641,117 @@ def test_seed_guide_layout_end_to_end(tmp_path: Path) -> None:
         "network-online.target",
         "nvidia-persistenced.service",
     ]
+
+
+# ------------------------------------------- EnvironmentFile= grammar (issue 7, item 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\nB = two \n", [("A", "1"), ("B", "two")]),
+        ("A='x y'\n", [("A", "x y")]),
+        ('A="a \\"b\\" \\$c \\q"\n', [("A", 'a "b" $c \\q')]),
+        ("A='multi\nline'\nB=2\n", [("A", "multi\nline"), ("B", "2")]),
+        ("A=\"x\"y'z' \n", [("A", "xy'z'")]),  # quotes only open before unquoted text
+        ("A=\"x\" 'y'\n", [("A", "xy")]),
+        ("A=one\\\ntwo\n", [("A", "onetwo")]),
+        ("A=x\\ \n", [("A", "x ")]),
+        ("# c\n; c\n  #A=1\nB=2\n", [("B", "2")]),
+        ("#c\\\nA=1\n", [("A", "1")]),
+        ("export A=1\n1A=2\nA-B=3\nnoequals\nC=\n", [("C", "")]),
+        ("A=1\r\nB=2\r\n", [("A", "1"), ("B", "2")]),
+        ("A=1\0B=2\n", [("A", "1")]),
+        ("A=1\nA=2\n", [("A", "1"), ("A", "2")]),
+        ("A='unterminated", [("A", "unterminated")]),
+    ],
+)
+def test_env_file_grammar_matches_systemd(text: str, expected: list[tuple[str, str]]) -> None:
+    assert [(k, v) for _line, k, v in envfile.parse(text)] == expected
+
+
+def test_env_file_lines_are_where_each_assignment_starts() -> None:
+    text = "A='x\ny'\n\n# c\nB=1\\\n2\nC=3\n"
+    assert [(line, k) for line, k, _v in envfile.parse(text)] == [(1, "A"), (5, "B"), (7, "C")]
+
+
+def test_env_file_with_invalid_utf8_is_refused_whole() -> None:
+    with pytest.raises(envfile.EnvFileError, match="line 2: invalid UTF-8"):
+        envfile.parse(b"A=1\nB=\xff\n".decode("utf-8", "surrogateescape"))
+
+
+_ENV_VALUE = st.text(st.characters(exclude_characters="\0", exclude_categories=["Cs"]), max_size=20)
+
+
+def _encode(value: str, style: int) -> str:
+    """``value`` written the way a person might write it in an env file (not our parser's code)."""
+    if style == 0 and "'" not in value:
+        return f"'{value}'"
+    if style == 1 or "\n" in value or "\r" in value:
+        escaped = "".join("\\" + c if c in '"\\`$' else c for c in value)
+        return f'"{escaped}"'
+    # unquoted: every blank, quote and backslash escaped; a continuation now and then
+    out = "".join("\\" + c if c in " \t\"'\\" else c for c in value)
+    return out[:3] + ("\\\n" if len(out) > 3 and out[2] != "\\" else "") + out[3:]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
+            _ENV_VALUE,
+            st.integers(0, 2),
+            st.sampled_from(["\n", "\r\n", "\n\n# note\n", "\n; x=y\n  \n"]),
+        ),
+        max_size=6,
+    )
+)
+@example([("A", "x\ny", 1, "\n")])
+@example([("A", " lead and trail ", 2, "\n")])
+@example([("A", "\\", 2, "\n")])
+def test_env_file_round_trips_any_value(rows: list[tuple[str, str, int, str]]) -> None:
+    text = "".join(f"{name}={_encode(value, style)}{end}" for name, value, style, end in rows)
+    assert [(k, v) for _l, k, v in envfile.parse(text)] == [(n, v) for n, v, _s, _e in rows]
+
+
+# ------------------------------------------- reading inside a root (issue 7, item 5)
+
+
+def test_resolve_never_leaves_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/abs").symlink_to("/etc/passwd")
+    (root / "etc/rel").symlink_to("../../../../../../etc/passwd")
+    for path in ("/../../etc/passwd", "/etc/abs", "/etc/rel", "etc/../../x"):
+        assert inroot.resolve(root, path).is_relative_to(root), path
+    assert inroot.resolve(root, "/etc/abs") == root / "etc/passwd"
+
+
+def test_read_bytes_reads_regular_files_only(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/ok").write_text("x")
+    os.mkfifo(tmp_path / "etc/fifo")
+    (tmp_path / "etc/dir").mkdir()
+    (tmp_path / "etc/big").write_bytes(b"x" * (inroot.MAX_READ + 1))
+    (tmp_path / "etc/loop").symlink_to("loop")
+    assert inroot.read_bytes(tmp_path, "/etc/ok") == b"x"
+    for name, why in [
+        ("fifo", "not a regular file"),
+        ("dir", "not a regular file"),
+        ("big", "over"),
+        ("missing", "does not exist"),
+        ("loop", "symbolic links"),
+    ]:
+        with pytest.raises(unit.UnitReadError, match=why):
+            inroot.read_bytes(tmp_path, f"/etc/{name}")
+
+
+def test_glob_stays_inside_the_root(tmp_path: Path) -> None:
+    (tmp_path / "outside.env").write_text("x")
+    root = tmp_path / "a" / "root"
+    (root / "etc/ollama").mkdir(parents=True)
+    (root / "etc/ollama/a.env").write_text("x")
+    (root / "etc/ollama/.hidden.env").write_text("x")
+    assert inroot.glob(root, "/etc/ollama/*.env") == ["/etc/ollama/a.env"]
+    assert inroot.glob(root, "/../../out*.env") == []
+    assert inroot.glob(root, "/etc/../../*/ollama/*.env") == ["/etc/ollama/a.env"]

@@ -40,7 +40,7 @@ class HealthStatus(IntEnum):
 
 EXIT_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.OK: "success (also: nothing to change, nothing to roll back)",
-    ExitStatus.CHANGES_PENDING: "--dry-run: changes are pending",
+    ExitStatus.CHANGES_PENDING: "--dry-run: changes are pending; bench compare: a regression",
     ExitStatus.BAD_INPUT: "bad input: config, facts, arguments or a plan that cannot work",
     ExitStatus.COMMAND_FAILED: "an external command failed or is missing; nothing was changed",
     ExitStatus.APPLY_FAILED: "apply or rollback failed; the previous files were restored",

@@ -62,6 +62,8 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 
+from ollama_ops.host.systemd import parse_show
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -882,8 +884,7 @@ class Container:
         args = ["show", unit]
         if props:
             args[1:1] = ["-p", ",".join(props)]
-        out = self.systemctl(*args).stdout
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return parse_show(self.systemctl(*args).stdout)
 
     def journal(self, unit: str | None = None, *, lines: int | None = None) -> str:
         """The journal of this boot (of ``unit`` if given), short-precise format."""

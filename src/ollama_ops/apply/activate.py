@@ -7,37 +7,40 @@ Ollama client, the clock), so tests run it without systemd or time passing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from ollama_ops.apply.diff import Change
 from ollama_ops.errors import CommandError, FactsError, OpsError
 from ollama_ops.host.systemd import SystemManager
 from ollama_ops.model.deployment import Deployment
 from ollama_ops.model.facts import parse_cpu_list
 from ollama_ops.runtime import Runtime
-from ollama_ops.unitfile import effective
+from ollama_ops.unitfile import directives, effective
+from ollama_ops.unitfile.directives import Shown
 
 WAIT_PROPS = ("ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus")
 
 
 def expected_properties(deployment: Deployment) -> dict[str, str]:
-    """The `systemctl show` values that prove systemd read the planned limits."""
+    """The `systemctl show` values that prove systemd read the planned settings.
+
+    The keys are the directive table's rows with a ``verify`` column; sizes are
+    compared in bytes as systemctl prints them.
+    """
     expected: dict[str, str] = {}
-    for key in ("MemoryMax", "MemoryHigh"):
-        value = deployment.value(key)
-        if value is not None:
-            expected[key] = str(int(value[:-1]) * 1024**2) if value.endswith("M") else value
-    for key in (
-        "CPUWeight",
-        "AllowedCPUs",
-        "NoNewPrivileges",
-        "ProtectSystem",
-        "ProtectHome",
-        "PrivateTmp",
-    ):
-        value = deployment.value(key)
-        if value is not None:
-            expected[key] = value
+    for setting in deployment.active():
+        row = directives.lookup(setting.key)
+        if row is None or row.verify is None or setting.value is None:
+            continue
+        value = deployment.value(setting.key) or setting.value
+        if row.verify is Shown.BYTES and value[-1:] in _SIZE_SUFFIX:
+            value = str(int(value[:-1]) * _SIZE_SUFFIX[value[-1]])
+        expected[setting.key] = value
     return expected
+
+
+_SIZE_SUFFIX = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def _wait_healthy(
@@ -63,7 +66,8 @@ def _wait_healthy(
 def _same(key: str, shown: str | None, planned: str) -> bool:
     if shown is None:
         return False
-    if key == "AllowedCPUs":
+    row = directives.lookup(key)
+    if row is not None and row.verify is Shown.CPUSET:
         # systemctl show prints CPU sets as space-separated ranges ("0-31 64-95").
         try:
             return parse_cpu_list(shown.replace(" ", ",")) == parse_cpu_list(planned)
@@ -105,10 +109,31 @@ def _check_properties(systemctl: SystemManager, deployment: Deployment, root: Pa
 
 
 def activate(
+    rt: Runtime,
+    systemctl: SystemManager,
+    deployment: Deployment,
+    *,
+    enable: bool,
+    timeout: float,
+    changes: Sequence[Change] | None = None,
+) -> str | None:
+    """Reload, (enable,) restart, verify; None when the service runs the plan, else why not.
+
+    With ``changes``, the main unit restarts only when its own files changed, and the
+    instances and the front door follow theirs (apply/instances.py).
+    """
+    from ollama_ops.apply import instances
+
+    systemctl.daemon_reload()
+    problem = None
+    if changes is None or instances.main_changed(deployment, changes):
+        problem = _activate_main(rt, systemctl, deployment, enable=enable, timeout=timeout)
+    return problem or instances.activate(rt, systemctl, deployment, changes or (), timeout)
+
+
+def _activate_main(
     rt: Runtime, systemctl: SystemManager, deployment: Deployment, *, enable: bool, timeout: float
 ) -> str | None:
-    """Reload, (enable,) restart, verify; None when the service runs the plan, else why not."""
-    systemctl.daemon_reload()
     if enable:
         systemctl.enable(deployment.unit_name)
     systemctl.reset_failed(deployment.unit_name)

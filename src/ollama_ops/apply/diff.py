@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ollama_ops.apply.fileio import host_path, read_bytes
+from ollama_ops.apply.fileio import read_bytes
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Change:
 
 def read_installed(root: Path, paths: Iterable[str]) -> dict[str, bytes | None]:
     """The current bytes of each path under root (None: absent)."""
-    return {path: read_bytes(host_path(root, path)) for path in sorted(set(paths))}
+    return {path: read_bytes(root, path) for path in sorted(set(paths))}
 
 
 def diff(

@@ -27,6 +27,7 @@ from pathlib import Path
 from ollama_ops.audit import (
     rules_devices,
     rules_env,
+    rules_instances,
     rules_keys,
     rules_limits,
     rules_network,
@@ -34,7 +35,6 @@ from ollama_ops.audit import (
     rules_restart,
     rules_service,
 )
-from ollama_ops.audit.context import INSTALLER_HOME as INSTALLER_HOME
 from ollama_ops.audit.context import Ctx, EnvFile, RootFiles, finding
 from ollama_ops.audit.exposure import exposure as _exposure
 from ollama_ops.audit.model import Finding, Report, Severity, format_text, ordered
@@ -52,6 +52,7 @@ from ollama_ops.audit.values import parse_timespan as parse_timespan
 from ollama_ops.errors import OpsError
 from ollama_ops.host import systemd
 from ollama_ops.model.facts import HostFacts
+from ollama_ops.plan import preflight
 from ollama_ops.unitfile import effective as effective_mod
 
 __all__ = [
@@ -83,6 +84,7 @@ _RULES: tuple[Callable[[Ctx], Iterator[Finding]], ...] = (
     rules_network.rule_network,
     rules_network.rule_address_families,
     rules_restart.rule_restart,
+    rules_instances.rule_instance,  # quiet unless the unit is an instance (ollama@NAME)
 )
 
 
@@ -117,7 +119,9 @@ def audit(
     with_exposure: bool = True,
 ) -> Report:
     """Load ``unit_name`` under ``root``, run every rule and the exposure score."""
-    effective = effective_mod.load_effective(root, unit_name)
+    # The reader plan and apply use too; then an instance's %i, %n ... as systemd fills them in
+    # (ollama@gpu0: EnvironmentFile=/etc/ollama/%i.conf).
+    effective = rules_instances.expand_instance(preflight.load_unit(root, unit_name))
     if effective.fragment is None:
         raise OpsError(f"{unit_name} not found under {root}; install ollama or pass --root")
     version = systemd_version

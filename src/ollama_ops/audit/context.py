@@ -16,12 +16,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ollama_ops.audit.model import Finding, Severity
-from ollama_ops.audit.values import parse_bool
-from ollama_ops.model.facts import HostFacts
+from ollama_ops.audit.values import parse_bool, parse_go_int
+from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
 from ollama_ops.unitfile import effective as effective_mod
 from ollama_ops.unitfile import syntax as unit
 
-INSTALLER_HOME = "/usr/share/ollama"
 SERVICE = "Service"
 _RESTARTING = {"always", "on-failure", "on-abnormal", "on-abort", "on-watchdog"}
 # Options that imply NoNewPrivileges= for a service without CAP_SYS_ADMIN (systemd.exec(5)).
@@ -149,10 +148,8 @@ class Ctx:
         var = self.env.get(name)
         if var is None:
             return None
-        try:
-            return var, int(var.value.strip().strip("\"'"))
-        except ValueError:
-            return None
+        number = parse_go_int(var.value.strip().strip("\"'"))
+        return None if number is None else (var, number)
 
     # identity ---------------------------------------------------------
     @property

@@ -1,22 +1,24 @@
 """The edge that reads the files under a root which change what the unit means.
 
-EnvironmentFile= contents (globs expanded, parsed as systemd reads them), the
-kernel modules loaded at boot (modules-load.d, /etc/modules and softdeps of
-nvidia, first file of a name wins as in modules-load.d(5)), the homes in
-/etc/passwd and the members of /etc/group: read once into ``RootFiles`` so
-that the rules stay pure. Unreadable files are recorded, never raised.
+EnvironmentFile= contents (globs expanded, parsed with systemd's own
+env-file grammar), the kernel modules loaded at boot (modules-load.d,
+/etc/modules and softdeps of nvidia, first file of a name wins as in
+modules-load.d(5)), the homes in /etc/passwd and the members of /etc/group:
+read once into ``RootFiles`` so that the rules stay pure. Every file is read
+through ``unitfile.inroot``: symlinks and ``..`` stay inside the root, only
+regular files are read (a FIFO does not block), at most 1 MiB. Unreadable
+files are recorded, never raised.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from ollama_ops.audit.context import SERVICE, EnvFile, RootFiles
 from ollama_ops.unitfile import effective as effective_mod
+from ollama_ops.unitfile import envfile, inroot
+from ollama_ops.unitfile.syntax import UnitReadError
 
 _MODULES_LOAD_DIRS = (
     "etc/modules-load.d",
@@ -38,29 +40,25 @@ def read_root_files(root: Path, effective: effective_mod.EffectiveUnit) -> RootF
     )
 
 
-def _host(root: Path, inside: str) -> Path:
-    return root / inside.lstrip("/")
-
-
 def _parse_env_file(text: str) -> list[tuple[int, str, str]]:
-    """KEY=VALUE lines as systemd reads them (comments, quotes, 'export' not allowed)."""
-    out: list[tuple[int, str, str]] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        name, eq, value = line.partition("=")
-        name = name.strip()
-        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            inner = value[1:-1]
-            if value[0] == '"':
-                inner = re.sub(r'\\(["\\`$])', r"\1", inner)
-            value = inner
-        out.append((number, name, value))
-    return out
+    """KEY=VALUE assignments as systemd reads them (``unitfile.envfile``)."""
+    return envfile.parse(text)
+
+
+def _env_file(root: Path, spec: str, path: str) -> EnvFile:
+    """One environment file, read inside the root: regular files only, size-capped."""
+    try:
+        text = inroot.read_text(root, path)
+    except inroot.RootFileError as exc:
+        if exc.missing:
+            return EnvFile(spec, path, missing=True)
+        return EnvFile(spec, path, error=str(exc).rpartition(": ")[2])
+    except UnitReadError as exc:  # a symlink loop
+        return EnvFile(spec, path, error=str(exc))
+    try:
+        return EnvFile(spec, path, tuple(envfile.parse(text)))
+    except envfile.EnvFileError as exc:
+        return EnvFile(spec, path, error=str(exc))
 
 
 def _read_env_files(root: Path, effective: effective_mod.EffectiveUnit) -> list[EnvFile]:
@@ -71,48 +69,32 @@ def _read_env_files(root: Path, effective: effective_mod.EffectiveUnit) -> list[
         if not inside.startswith("/"):
             continue
         if any(c in inside for c in "*?["):
-            matches = sorted(glob.glob(str(_host(root, inside))))
-            paths = ["/" + str(Path(m).relative_to(root)) for m in matches]
+            paths = inroot.glob(root, inside)
             if not paths:
                 out.append(EnvFile(spec, inside, missing=True))
         else:
             paths = [inside]
-        for path in paths:
-            host = _host(root, path)
-            try:
-                text = host.read_text(encoding="utf-8", errors="replace")
-            except FileNotFoundError:
-                out.append(EnvFile(spec, path, missing=True))
-                continue
-            except OSError as exc:
-                out.append(EnvFile(spec, path, error=exc.strerror or str(exc)))
-                continue
-            out.append(EnvFile(spec, path, tuple(_parse_env_file(text))))
+        out.extend(_env_file(root, spec, path) for path in paths)
     return out
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(root: Path, path: str) -> list[str]:
     """The lines of a config file that are neither blank nor # or ; comments; [] if unreadable."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = inroot.read_text(root, path)
+    except UnitReadError:
         return []
     return [
         line.strip() for line in text.splitlines() if line.strip() and line.strip()[0] not in "#;"
     ]
 
 
-def _conf_files(root: Path, dirs: Iterable[str]) -> list[Path]:
-    chosen: dict[str, Path] = {}
+def _conf_files(root: Path, dirs: Iterable[str]) -> list[str]:
+    chosen: dict[str, str] = {}
     for rel in dirs:
-        directory = root / rel
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            continue
-        for name in names:
+        for name in inroot.listdir(root, "/" + rel):
             if name.endswith(".conf") and name not in chosen:
-                chosen[name] = directory / name
+                chosen[name] = f"/{rel}/{name}"
     return [chosen[n] for n in sorted(chosen)]
 
 
@@ -122,11 +104,11 @@ def _norm_module(name: str) -> str:
 
 def _boot_modules(root: Path) -> frozenset[str]:
     mods: set[str] = set()
-    for path in [*_conf_files(root, _MODULES_LOAD_DIRS), root / "etc" / "modules"]:
-        mods.update(_norm_module(line.split()[0]) for line in _lines(path))
+    for path in [*_conf_files(root, _MODULES_LOAD_DIRS), "/etc/modules"]:
+        mods.update(_norm_module(line.split()[0]) for line in _lines(root, path))
     # nvidia itself is loaded by udev for the PCI device; a softdep pulls uvm in with it.
     for path in _conf_files(root, _MODPROBE_DIRS):
-        for line in _lines(path):
+        for line in _lines(root, path):
             words = line.split()
             if len(words) >= 3 and words[0] == "softdep" and _norm_module(words[1]) == "nvidia":
                 post = words[words.index("post:") + 1 :] if "post:" in words else []
@@ -134,9 +116,9 @@ def _boot_modules(root: Path) -> frozenset[str]:
     return frozenset(mods)
 
 
-def _records(path: Path, fields: int) -> Iterable[list[str]]:
+def _records(root: Path, path: str, fields: int) -> Iterable[list[str]]:
     """The colon-separated records of a passwd(5)-style file with at least ``fields`` fields."""
-    for line in _lines(path):
+    for line in _lines(root, path):
         record = line.split(":")
         if len(record) >= fields:
             yield record
@@ -144,15 +126,17 @@ def _records(path: Path, fields: int) -> Iterable[list[str]]:
 
 def _homes(root: Path) -> dict[str, str]:
     homes: dict[str, str] = {}
-    for record in _records(root / "etc" / "passwd", 6):
+    for record in _records(root, "/etc/passwd", 6):
         homes.setdefault(record[0], record[5])
     return homes
 
 
 def _groups(root: Path) -> dict[str, frozenset[str]] | None:
-    path = root / "etc" / "group"
-    if not path.is_file():
+    try:
+        inroot.read_bytes(root, "/etc/group")
+    except UnitReadError:
         return None
     return {
-        record[0]: frozenset(m for m in record[3].split(",") if m) for record in _records(path, 4)
+        record[0]: frozenset(m for m in record[3].split(",") if m)
+        for record in _records(root, "/etc/group", 4)
     }

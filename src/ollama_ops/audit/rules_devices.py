@@ -13,6 +13,7 @@ import fnmatch
 import re
 from collections.abc import Iterator
 
+from ollama_ops.audit import rules_instances
 from ollama_ops.audit.context import Ctx, finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.model.facts import HostFacts
@@ -80,7 +81,7 @@ def rule_devices(ctx: Ctx) -> Iterator[Finding]:
             '"no device ACL", and a later DeviceAllow= reset opens every device',
             "add DevicePolicy=closed next to the DeviceAllow= list",
         )
-    facts = ctx.facts
+    facts = rules_instances.scoped_facts(ctx)  # an instance needs only its own GPUs
     if facts is None or not facts.gpus:
         return
     private = ctx.enabled("PrivateDevices")

@@ -10,29 +10,24 @@ the host stay quiet without host facts.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 
 from ollama_ops.audit.context import Ctx, Var, finding
 from ollama_ops.audit.model import Finding, Severity
-from ollama_ops.audit.values import Size, parse_memory
+from ollama_ops.audit.values import Size, parse_go_int, parse_memory
 from ollama_ops.errors import FactsError
 from ollama_ops.model.config import format_size
-from ollama_ops.model.facts import HostFacts, format_cpu_list, parse_cpu_list
+from ollama_ops.model.facts import format_cpu_list, parse_cpu_list
 from ollama_ops.unitfile import syntax as unit
 
 GiB = 1024**3
+_INDEX = re.compile(r"-?[0-9]+")  # a device index as CUDA and ROCm read it: ASCII digits
 
 
 def _cpu_set(text: str) -> set[int]:
     """An AllowedCPUs= value ("0-3 8,9"); raises FactsError if it is not a CPU list."""
     return set(parse_cpu_list(",".join(text.split())))
-
-
-def _host_cpus(facts: HostFacts) -> set[int]:
-    cpus: set[int] = set()
-    for node in facts.numa_nodes:
-        cpus.update(parse_cpu_list(node.cpus))
-    return cpus or set(range(facts.cpus))
 
 
 def rule_memory(ctx: Ctx) -> Iterator[Finding]:
@@ -119,7 +114,7 @@ def rule_cpus(ctx: Ctx) -> Iterator[Finding]:
         return
     if ctx.facts is None:
         return
-    host = _host_cpus(ctx.facts)
+    host = ctx.facts.cpu_set()
     missing = sorted(wanted - host)
     if missing:
         yield finding(
@@ -155,7 +150,7 @@ def rule_gpu_env(ctx: Ctx) -> Iterator[Finding]:
             continue
         var, parts = found
         indexes = {g.index for g in gpus} | set(range(len(gpus)))
-        numeric = [p for p in parts if p.lstrip("-").isdigit()]
+        numeric = [p for p in parts if _INDEX.fullmatch(p)]
         if not gpus and parts:
             yield finding(
                 "gpus-not-on-host",
@@ -166,7 +161,8 @@ def rule_gpu_env(ctx: Ctx) -> Iterator[Finding]:
                 f"remove {name}=",
             )
             continue
-        bad = [p for p in numeric if int(p) not in indexes]
+        # A number too long to be an index names no GPU (and is not worth converting).
+        bad = [p for p in numeric if len(p) > 9 or int(p) not in indexes]
         if not bad:
             continue
         # CUDA stops at the first invalid index: the ones before it stay visible.
@@ -180,7 +176,7 @@ def rule_gpu_env(ctx: Ctx) -> Iterator[Finding]:
             Severity.ERROR if usable == 0 else Severity.WARNING,
             var,
             None,
-            f"{name}={var.value} names GPU {', '.join(bad)}, but the host has "
+            f"{name}={var.value[:40]} names GPU {', '.join(b[:12] for b in bad)}, but the host has "
             f"{len(gpus)} {vendor} GPU(s) ({', '.join(str(i) for i in sorted(indexes))}); "
             + (
                 "no GPU is visible and Ollama runs on the CPU"
@@ -225,9 +221,8 @@ def rule_gomaxprocs(ctx: Ctx) -> Iterator[Finding]:
     var = ctx.env.get("GOMAXPROCS")
     if var is None:
         return
-    try:
-        value = int(var.value.strip())
-    except ValueError:
+    value = parse_go_int(var.value.strip())
+    if value is None:
         yield finding(
             "env-not-a-number",
             Severity.WARNING,
@@ -247,7 +242,7 @@ def rule_gomaxprocs(ctx: Ctx) -> Iterator[Finding]:
             "remove GOMAXPROCS: Go sizes it from the CPU affinity (AllowedCPUs=)",
         )
         return
-    cpus = _host_cpus(ctx.facts)
+    cpus = ctx.facts.cpu_set()
     where = "the host"
     allowed = ctx.value("AllowedCPUs")
     if allowed:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from ollama_ops.audit.context import Ctx, finding
 from ollama_ops.audit.model import Finding, Severity
+from ollama_ops.model.bind import is_loopback, split_bind
 
 _ANY = {"any", "0.0.0.0/0", "::/0"}
 _LOOPBACK = {"localhost", "127.0.0.1", "127.0.0.0/8", "::1", "::1/128", "127.0.0.1/32"}
@@ -21,31 +22,14 @@ _LOOPBACK = {"localhost", "127.0.0.1", "127.0.0.0/8", "::1", "::1/128", "127.0.0
 
 def _bind_host(value: str) -> str:
     """The host part Ollama binds for an OLLAMA_HOST value (envconfig.Host)."""
-    text = value.strip().strip("\"'")
-    _scheme, sep, hostport = text.partition("://")
-    if not sep:
-        hostport = text
-    hostport = hostport.split("/", 1)[0]
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end > 0 and hostport[end + 1 : end + 2] == ":":
-            return hostport[1:end]
-    elif hostport.count(":") == 1:
-        return hostport.split(":", 1)[0]
-    inner = hostport.strip("[]")
+    host, port, _bracketed = split_bind(value)
+    if not host:
+        # ":11434" binds every interface; an empty value is Ollama's default, loopback.
+        return "" if port is not None else "127.0.0.1"
     try:
-        return str(ipaddress.ip_address(inner))
+        return str(ipaddress.ip_address(host))
     except ValueError:
-        return hostport or "127.0.0.1"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return host
 
 
 def rule_network(ctx: Ctx) -> Iterator[Finding]:
@@ -83,13 +67,13 @@ def rule_network(ctx: Ctx) -> Iterator[Finding]:
             ctx.values("IPAddressDeny")[-1],
             "IPAddressDeny",
             "IPAddressDeny=any also blocks `ollama pull` from the registry",
-            "pull through a proxy in IPAddressAllow=, or copy models in",
+            "use `ollama-ops pull MODEL` (opens egress only while it pulls), or [models] in the config",
         )
     host_var = ctx.env.get("OLLAMA_HOST")
     if host_var is None:
         return
     host = _bind_host(host_var.value)
-    if _is_loopback(host):
+    if is_loopback(host):
         return
     restricting = [w for w in allow if w not in _ANY and w not in _LOOPBACK]
     shown = host or "every address"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ollama_ops.audit import rules_instances
 from ollama_ops.audit.context import Ctx, finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.unitfile import syntax as unit
@@ -155,9 +156,10 @@ def rule_paths(ctx: Ctx) -> Iterator[Finding]:
     if models_var is not None and models_var.value.startswith("/"):
         stop = _writable(ctx, models_var.value)
         if stop is not None:
+            by_design = rules_instances.reads_shared_store(ctx, stop.what)
             yield finding(
                 "models-not-writable",
-                Severity.ERROR,
+                Severity.INFO if by_design else Severity.ERROR,
                 models_var,
                 None,
                 f"OLLAMA_MODELS={models_var.value} is {stop.effect} under {stop.what}: pulls "

@@ -11,6 +11,7 @@ gives up after one crash. Only the start-limit assignments systemd honours
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 
 from ollama_ops.audit.context import Ctx, finding
@@ -22,6 +23,7 @@ from ollama_ops.unitfile import syntax as unit
 DEFAULT_START_LIMIT_INTERVAL = 10.0  # DefaultStartLimitIntervalSec= of system.conf
 DEFAULT_START_LIMIT_BURST = 5
 DEFAULT_RESTART_SEC = 0.1
+_UINT_MAX = 2**32 - 1
 
 
 def _time(a: unit.Assignment | None, default: float) -> tuple[float, list[Finding]]:
@@ -55,16 +57,17 @@ def _effective_start_limit(ctx: Ctx, names: tuple[str, ...]) -> unit.Assignment 
     return found
 
 
-def _restart_delays(ctx: Ctx, base: float, count: int) -> list[float]:
-    """Delays before restarts 1..count, with RestartSteps= back-off where supported."""
+def _restart_span(ctx: Ctx, base: float, count: int) -> float:
+    """Seconds the delays before restarts 1..count add up to, RestartSteps= back-off included.
+
+    In closed form (delay n is base * (top/base)^(n/steps) up to the last step, then
+    top), so a StartLimitBurst= of four billion costs no more than one of five.
+    """
     steps_a = ctx.last("RestartSteps")
     max_a = ctx.last("RestartMaxDelaySec")
     steps = 0
     if steps_a is not None and directives.supported("RestartSteps", ctx.version):
-        try:
-            steps = int(steps_a.value)
-        except ValueError:
-            steps = 0
+        steps = _uint(steps_a.value) or 0
     top = parse_timespan(max_a.value) if max_a is not None else None
     if (
         steps <= 0
@@ -74,8 +77,19 @@ def _restart_delays(ctx: Ctx, base: float, count: int) -> list[float]:
         or top <= base
         or base <= 0
     ):
-        return [base] * count
-    return [top if n >= steps else base * (top / base) ** (n / steps) for n in range(count)]
+        return base * count
+    growing = min(count, steps)
+    ratio = math.pow(top / base, 1 / steps)
+    rising = base * growing if ratio == 1 else base * (math.pow(ratio, growing) - 1) / (ratio - 1)
+    return rising + top * (count - growing)
+
+
+def _uint(text: str) -> int | None:
+    """An unsigned int as systemd's safe_atou reads it; None when it is not one (or >= 2^32)."""
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > _UINT_MAX:
+        return None
+    return int(text)
 
 
 def rule_restart(ctx: Ctx) -> Iterator[Finding]:
@@ -101,17 +115,19 @@ def rule_restart(ctx: Ctx) -> Iterator[Finding]:
     burst_a = _effective_start_limit(ctx, ("StartLimitBurst",))
     burst = DEFAULT_START_LIMIT_BURST
     if burst_a is not None:
-        try:
-            burst = int(burst_a.value)
-        except ValueError:
+        parsed = _uint(burst_a.value)
+        if parsed is None:
             yield finding(
                 "invalid-value",
                 Severity.WARNING,
                 burst_a,
                 None,
-                f"StartLimitBurst={burst_a.value} is not a whole number; systemd ignores it",
+                f"StartLimitBurst={burst_a.value[:40]} is not a whole number from 0 to "
+                f"{_UINT_MAX}; systemd ignores it",
                 "write StartLimitBurst=5 in [Unit]",
             )
+        else:
+            burst = parsed
     interval_text = (
         f"StartLimitIntervalSec={int_a.value}"
         if int_a is not None
@@ -143,8 +159,7 @@ def rule_restart(ctx: Ctx) -> Iterator[Finding]:
             "set StartLimitBurst=5 in [Unit]",
         )
         return
-    delays = _restart_delays(ctx, restart_sec, burst)
-    span = sum(delays)
+    span = _restart_span(ctx, restart_sec, burst)
     if span >= interval:
         yield finding(
             "restart-loop-forever",

@@ -46,7 +46,7 @@ _TIME_UNITS: dict[str, float] = {
     "year": 31557600,
     "y": 31557600,
 }
-_TIME_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-zµ]*)")
+_TIME_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-zµ]*)")
 
 
 def parse_timespan(text: str) -> float | None:
@@ -68,7 +68,7 @@ def parse_timespan(text: str) -> float | None:
     return total
 
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGTPE]?)B?$")
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGTPE]?)B?")
 _SIZE_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 _SIZE_FACTORS["E"] = 1024**6
 
@@ -95,10 +95,21 @@ def parse_memory(text: str, facts: HostFacts | None) -> Size | str:
                 return f"{value} is more than all of the host's memory (at most 100%)"
             total = None if facts is None else share * facts.memory_bytes
             return Size(total, value, share * 100)
-    match = _SIZE_RE.match(value)
+    match = _SIZE_RE.fullmatch(value)
     if match is None:
         return f"{value!r} is not a size such as 48G, 80% or infinity"
     return Size(float(match.group(1)) * _SIZE_FACTORS[match.group(2)], value)
+
+
+_GO_INT = re.compile(r"[+-]?[0-9]{1,19}")
+
+
+def parse_go_int(text: str) -> int | None:
+    """A whole number as Go's strconv.Atoi reads it (ASCII digits, an int64); None if not one."""
+    if _GO_INT.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 _BOOL_TRUE = {"1", "yes", "y", "true", "t", "on"}

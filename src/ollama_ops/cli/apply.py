@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ollama_ops.apply import transaction
+from ollama_ops.apply import instances, transaction
 from ollama_ops.apply.diff import unified
-from ollama_ops.cli.common import Env, add_config, add_facts, add_root, prepare
+from ollama_ops.cli import pull
+from ollama_ops.cli.common import Env, add_config, add_facts, add_root, prepare, wait_seconds
 from ollama_ops.errors import ExitStatus
 
 
@@ -20,7 +21,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--no-restart", action="store_true", help="write and daemon-reload only")
     p.add_argument(
-        "--timeout", type=float, default=60.0, metavar="S", help="seconds to wait for the API (60)"
+        "--timeout",
+        type=wait_seconds,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for the API (60)",
     )
     p.set_defaults(func=run)
 
@@ -28,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace, env: Env) -> int:
     prep = prepare(args, env)
     if args.dry_run:
-        transaction.preflight(prep.deployment, prep.rt.root)
+        instances.preflight(prep.deployment, prep.rt.root)  # nginx -t, as apply runs it
         pending = transaction.pending_changes(prep.rt.root, prep.files)
         env.stdout.write(unified(pending) or "nothing to change\n")
         return ExitStatus.CHANGES_PENDING if pending else ExitStatus.OK
@@ -38,4 +43,4 @@ def run(args: argparse.Namespace, env: Env) -> int:
     for change in outcome.changes:
         env.stdout.write(f"{change.kind:<8} {change.path}\n")
     env.stdout.write(outcome.message + "\n")
-    return ExitStatus.OK
+    return pull.after_apply(args, env, prep, restarted=outcome.restarted)  # [models]

@@ -23,13 +23,17 @@ SEVERITY_EXIT = (ExitStatus.OK, ExitStatus.AUDIT_WARNING, ExitStatus.AUDIT_ERROR
 
 def run(args: argparse.Namespace, env: Env) -> int:
     from ollama_ops import audit
+    from ollama_ops.audit import rules_instances
 
     rt = runtime(args, env)
     host = load_facts(args, rt) if (args.facts or rt.live) else None
     report = audit.audit(rt.root, args.unit, host)
+    # The main unit's instances (ollama@NAME) too, with the findings across them.
+    fleet = [] if "@" in args.unit else rules_instances.fleet_reports(rt.root, report, host)
     if args.json:
-        env.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        data = {**report.to_json(), "instances": [r.to_json() for r in fleet]}
+        env.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
-        env.stdout.write(audit.format_text(report))
-    worst = int(report.worst())
+        env.stdout.write("".join(audit.format_text(r) for r in [report, *fleet]))
+    worst = int(max(r.worst() for r in [report, *fleet]))
     return SEVERITY_EXIT[worst] if worst < len(SEVERITY_EXIT) else ExitStatus.AUDIT_CRITICAL

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from ollama_ops.errors import OpsError
 from ollama_ops.model import config as config_mod
 from ollama_ops.model import facts as facts_mod
 from ollama_ops.model.deployment import Deployment
+from ollama_ops.plan import rootinstall
 from ollama_ops.plan.compose import build
+from ollama_ops.plan.preflight import preflight
 from ollama_ops.render.systemd import render
 from ollama_ops.runtime import Runtime
 
@@ -61,6 +64,23 @@ def add_config(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"deployment config (default {config_mod.DEFAULT_CONFIG_PATH}, inside --root)",
     )
+
+
+MAX_WAIT_SECONDS = 86400.0
+
+
+def wait_seconds(text: str) -> float:
+    """An argparse type: seconds to wait, finite and above zero (NaN would wait forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a number of seconds above 0 and at most {MAX_WAIT_SECONDS:g} "
+            "(NaN, inf and negative values would never end the wait or never wait)"
+        )
+    return value
 
 
 def runtime(args: argparse.Namespace, env: Env) -> Runtime:
@@ -104,14 +124,32 @@ class Prepared:
     files: dict[str, str]
 
 
+def _with_root(
+    args: argparse.Namespace, rt: Runtime, host: facts_mod.HostFacts, unit: str
+) -> tuple[facts_mod.HostFacts, list[str]]:
+    """Facts from a file, corrected by what the tree under --root holds (it wins), with notes.
+
+    Only for a root other than /: on / the facts file is a plan for another machine.
+    """
+    if not getattr(args, "facts", None) or rt.root.resolve() == Path("/"):
+        return host, []
+    found = rootinstall.read(rt.root, unit)
+    install, notes = rootinstall.reconcile(host.ollama, found, str(rt.root))
+    return dataclasses.replace(host, ollama=install), notes
+
+
 def prepare(args: argparse.Namespace, env: Env) -> Prepared:
     rt = runtime(args, env)
     cfg = load_config(args, rt.root)
-    host = load_facts(args, rt)
+    host, notes = _with_root(args, rt, load_facts(args, rt), cfg.service.unit)
     unit_path = transaction.packaged_unit(rt.root, cfg.service.unit, host.ollama.unit_path)
     if unit_path != host.ollama.unit_path:
         host = dataclasses.replace(
             host, ollama=dataclasses.replace(host.ollama, unit_path=unit_path)
         )
     deployment = build(host, cfg)
+    if notes:
+        deployment = dataclasses.replace(deployment, notes=(*notes, *deployment.notes))
+    # The one preflight: what apply would refuse, plan refuses too, and so does audit's reader.
+    preflight(deployment, rt.root)
     return Prepared(rt, host, deployment, render(deployment))

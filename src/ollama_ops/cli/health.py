@@ -64,10 +64,11 @@ def target(args: argparse.Namespace) -> tuple[str, str]:
     """(url, unit) from the options, else the deployment config, else the defaults."""
     from ollama_ops.health.http import check_url
     from ollama_ops.model import config as config_mod
+    from ollama_ops.model.bind import validate_bind
     from ollama_ops.model.deployment import api_url
 
     cfg = config_mod.load(Path(args.config) if args.config else None)
-    host, port = config_mod.validate_bind(cfg.service.bind)
+    host, port = validate_bind(cfg.service.bind)
     url = check_url(args.url) if args.url else api_url(host, port)
     return url, args.unit or cfg.service.unit
 

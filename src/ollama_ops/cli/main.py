@@ -14,12 +14,38 @@ import traceback
 from collections.abc import Sequence
 
 from ollama_ops import __version__
-from ollama_ops.cli import apply, audit, facts, health, plan, rollback, simulate, watch
+from ollama_ops.cli import (
+    apply,
+    audit,
+    bench,
+    config,
+    facts,
+    health,
+    instance,
+    plan,
+    pull,
+    rollback,
+    simulate,
+    watch,
+)
 from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
 
 # The commands in the order `--help` lists them; each module has register() and run().
-COMMANDS = (facts, plan, apply, rollback, audit, health, watch, simulate)
+COMMANDS = (
+    facts,
+    plan,
+    apply,
+    rollback,
+    pull,
+    audit,
+    config,
+    instance,
+    health,
+    watch,
+    simulate,
+    bench,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

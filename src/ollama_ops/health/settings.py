@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollama_ops.errors import ConfigError
-from ollama_ops.unitfile.syntax import is_plain_path
+from ollama_ops.unitfile.paths import is_plain_path
 
 DEFAULT_OLLAMA_OPS = "/usr/local/bin/ollama-ops"
 DEFAULT_METRICS = "127.0.0.1:9839"

@@ -34,8 +34,11 @@ def _text(value: object) -> str:
 
 def _nvml_field(nvml: Any, fn_name: str, handle: object, *args: object) -> object | None:
     """One NVML query; None when this GPU does not support it."""
+    fn = getattr(nvml, fn_name, None)
+    if fn is None:  # an older nvidia-ml-py
+        return None
     try:
-        result: object = getattr(nvml, fn_name)(handle, *args)
+        result: object = fn(handle, *args)
     except nvml.NVMLError as exc:
         log.debug("NVML %s: %s", fn_name, exc)
         return None
@@ -66,6 +69,7 @@ def read_nvml_gpus() -> tuple[Gpu, ...] | None:
             limits = _nvml_field(pynvml, "nvmlDeviceGetPowerManagementLimitConstraints", handle)
             clock = _nvml_field(pynvml, "nvmlDeviceGetMaxClockInfo", handle, pynvml.NVML_CLOCK_SM)
             pci = _nvml_field(pynvml, "nvmlDeviceGetPciInfo", handle)
+            uuid = _nvml_field(pynvml, "nvmlDeviceGetUUID", handle)
             power: float | None = None
             if isinstance(limits, (list, tuple)) and len(limits) == 2 and limits[1]:
                 power = int(limits[1]) / 1000.0  # mW -> W
@@ -78,6 +82,7 @@ def read_nvml_gpus() -> tuple[Gpu, ...] | None:
                     power_limit_max_w=power,
                     clock_max_mhz=clock if isinstance(clock, int) and clock > 0 else None,
                     pci_bus_id=normalize_pci_bus_id(_text(getattr(pci, "busId", "") or "")),
+                    uuid=(_text(uuid).strip() or None) if uuid is not None else None,
                 )
             )
         return tuple(gpus)

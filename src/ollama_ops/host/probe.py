@@ -60,7 +60,7 @@ DEVICE_GLOBS = (
     "dri/renderD*",
     "dxg",
 )
-NVIDIA_SMI_QUERY = "index,name,memory.total,power.max_limit,clocks.max.sm,pci.bus_id"
+NVIDIA_SMI_QUERY = "index,name,memory.total,power.max_limit,clocks.max.sm,pci.bus_id,uuid"
 AMD_VENDOR_ID = "0x1002"
 MIB = 1024 * 1024
 
@@ -234,6 +234,8 @@ def _parse_nvidia_smi_csv(text: str) -> tuple[Gpu, ...]:
         if not line.strip():
             continue
         cells = [c.strip() for c in line.split(",")]
+        # The uuid column comes last (GPU-... or MIG-...); older output lacks it.
+        uuid = cells.pop() if len(cells) >= 7 and re.match(r"(GPU|MIG)-", cells[-1]) else None
         if len(cells) < 6:
             log.warning("nvidia-smi: unexpected line %r; skipping it", line)
             continue
@@ -257,6 +259,7 @@ def _parse_nvidia_smi_csv(text: str) -> tuple[Gpu, ...]:
                 power_limit_max_w=power,
                 clock_max_mhz=clock,
                 pci_bus_id=normalize_pci_bus_id(bus_s) if bus_s else "",
+                uuid=uuid,
             )
         )
     return tuple(gpus)

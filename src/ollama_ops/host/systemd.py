@@ -27,6 +27,7 @@ def require(program: str) -> None:
 class SystemManager(Protocol):
     """What apply needs from systemd; tests pass a fake."""
 
+    def manager_version(self) -> str: ...
     def daemon_reload(self) -> None: ...
     def restart(self, unit: str) -> None: ...
     def enable(self, unit: str) -> None: ...
@@ -34,6 +35,7 @@ class SystemManager(Protocol):
     def disable(self, unit: str) -> None: ...
     def reset_failed(self, unit: str) -> None: ...
     def show(self, unit: str, props: Sequence[str]) -> dict[str, str]: ...
+    def set_property_runtime(self, unit: str, assignments: Sequence[str]) -> None: ...
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]: ...
 
 
@@ -42,6 +44,13 @@ class Systemctl:
 
     def __init__(self, run: Runner = proc.run) -> None:
         self.run = run
+
+    def manager_version(self) -> str:
+        """The running manager's version; CommandError when systemd does not answer."""
+        out = self.run(["systemctl", "show", "-p", "Version", "--value"], timeout=30).stdout
+        if not out.strip():
+            raise CommandError("systemctl show -p Version printed nothing")
+        return out.strip()
 
     def daemon_reload(self) -> None:
         self.run(["systemctl", "daemon-reload"], timeout=120)
@@ -64,6 +73,10 @@ class Systemctl:
     def show(self, unit: str, props: Sequence[str]) -> dict[str, str]:
         out = self.run(["systemctl", "show", unit, "-p", ",".join(props)], timeout=60).stdout
         return parse_show(out)
+
+    def set_property_runtime(self, unit: str, assignments: Sequence[str]) -> None:
+        """`systemctl set-property --runtime`: applied to the running unit, gone at reboot."""
+        self.run(["systemctl", "set-property", "--runtime", unit, *assignments], timeout=60)
 
     def journal_tail(self, unit: str, lines: int = 5) -> list[str]:
         done = self.run(

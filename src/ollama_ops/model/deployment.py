@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ollama_ops.health.unitplan import WatchPlan
+    from ollama_ops.model.instances import InstancesPlan
 
 DROPIN_NAME = "50-ollama-ops.conf"
 MODULES_LOAD_PATH = "/etc/modules-load.d/ollama-ops-nvidia.conf"
@@ -50,6 +51,7 @@ class Deployment:
     bind_port: int
     notes: tuple[str, ...] = ()
     watch: WatchPlan | None = None  # health: the supervisor's (or the check timer's) units
+    instances: InstancesPlan | None = None  # ollama@.service, its instances, the front door
 
     @property
     def dropin_path(self) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from ollama_ops.model.config import DeploymentConfig
 from ollama_ops.model.deployment import Section, Source
 from ollama_ops.model.facts import HostFacts
+from ollama_ops.models import rules
 from ollama_ops.plan.builder import Builder
 
 NVIDIA_DEVICE_ALLOW = (
@@ -24,6 +25,9 @@ NVIDIA_DEVICE_ALLOW = (
 )
 AMD_DEVICE_ALLOW = ("/dev/kfd rw", "char-drm rw")
 
+
+# A value granted to the service (a write path, a client network) and where it came from.
+Grant = tuple[str, Source, str]
 
 # The hardening every host gets, in the order it is written: (key, value, reason).
 # A value of None means "left weaker than the maximum on purpose"; the reason says why.
@@ -74,19 +78,28 @@ _SYSCALLS_AND_IDENTITY: tuple[_Row, ...] = (
         None,
         "weaker: a network server needs the host's network; IPAddressAllow limits it",
     ),
-    ("IPAddressDeny", "any", "default deny, in and out"),
 )
 
 
 def hardening(
-    b: Builder, facts: HostFacts, cfg: DeploymentConfig, rw_paths: list[str], networks: list[str]
+    b: Builder,
+    facts: HostFacts,
+    cfg: DeploymentConfig,
+    rw_paths: list[Grant],
+    networks: list[Grant],
 ) -> None:
     def add(rows: Iterable[_Row]) -> None:
         for key, value, reason in rows:
             b.add(Section.SERVICE, key, value, Source.HARDENING, reason)
 
+    def grant(key: str, grants: list[Grant]) -> None:
+        for value, source, reason in grants:
+            b.add(Section.SERVICE, key, value, source, reason)
+
     home_like = any(
-        p == q or p.startswith(q + "/") for p in rw_paths for q in ("/home", "/root", "/run/user")
+        p == q or p.startswith(q + "/")
+        for p, _s, _r in rw_paths
+        for q in ("/home", "/root", "/run/user")
     )
     gpu = bool(facts.nvidia_gpus or facts.amd_gpus)
     add(
@@ -102,13 +115,10 @@ def hardening(
                 if home_like
                 else ("ProtectHome", "yes", "home directories invisible")
             ),
-            *[
-                ("ReadWritePaths", p, "Ollama writes its key, cache and models here")
-                for p in rw_paths
-            ],
-            ("PrivateTmp", "yes", "own /tmp"),
         ]
     )
+    grant("ReadWritePaths", rw_paths)
+    add([("PrivateTmp", "yes", "own /tmp")])
     if gpu:
         devices = (NVIDIA_DEVICE_ALLOW if facts.nvidia_gpus else ()) + (
             AMD_DEVICE_ALLOW if facts.amd_gpus else ()
@@ -158,16 +168,15 @@ def hardening(
                 "no writable+executable memory (CPU inference needs none)",
             ),
             *_SYSCALLS_AND_IDENTITY,
-            *[
-                (
-                    "IPAddressAllow",
-                    net,
-                    "allowed clients" if net != "localhost" else "loopback clients",
-                )
-                for net in networks
-            ],
         ]
     )
+    if rules.egress_open(cfg):  # service.egress = "open": no IP filter (models/rules.py)
+        b.add(Section.SERVICE, "IPAddressDeny", None, Source.CONFIG, rules.OPEN_REASON)
+        for _net in networks:
+            b.add(Section.SERVICE, "IPAddressAllow", None, Source.CONFIG, rules.OPEN_ALLOW_REASON)
+        return
+    add([("IPAddressDeny", "any", "default deny, in and out (`ollama-ops pull` opens it briefly)")])
+    grant("IPAddressAllow", networks)
 
 
 def restart(b: Builder, cfg: DeploymentConfig) -> None:

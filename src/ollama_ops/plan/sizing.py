@@ -7,7 +7,7 @@ its source and the reason ``plan`` shows.
 from __future__ import annotations
 
 from ollama_ops.errors import PlanError
-from ollama_ops.model.config import DeploymentConfig, format_size
+from ollama_ops.model.config import MIN_SERVICE_MEMORY, DeploymentConfig, format_size
 from ollama_ops.model.deployment import Section, Source
 from ollama_ops.model.facts import HostFacts, format_cpu_list, parse_cpu_list
 from ollama_ops.plan.builder import Builder
@@ -20,7 +20,8 @@ def _mib(num_bytes: int) -> str:
     return f"{num_bytes // MiB}M"
 
 
-def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
+def os_reserve(facts: HostFacts, cfg: DeploymentConfig) -> tuple[int, str]:
+    """The RAM kept for the OS, and why; what is left is every unit's memory budget."""
     lim = cfg.limits
     total = facts.memory_bytes
     if lim.os_reserve is not None:
@@ -35,6 +36,13 @@ def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
             f"limits.os_reserve = {format_size(reserve)} leaves nothing of the host's "
             f"{format_size(total)} RAM for Ollama; lower it"
         )
+    return reserve, why
+
+
+def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
+    lim = cfg.limits
+    total = facts.memory_bytes
+    reserve, why = os_reserve(facts, cfg)
     available = total - reserve
     base = f"RAM {format_size(total)} - {why} = {format_size(available)}"
     high = available * lim.memory_high_percent / 100
@@ -61,6 +69,13 @@ def memory(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
             f"MemoryHigh {format_size(high_b)} is above MemoryMax {format_size(max_b)}; "
             "MemoryHigh must be at most MemoryMax (check limits.memory_high / memory_max)"
         )
+    for key, value, why in (("MemoryHigh", high_b, high_why), ("MemoryMax", max_b, max_why)):
+        if value < MIN_SERVICE_MEMORY:
+            raise PlanError(
+                f"{key} would be {format_size(value)} ({why}), below the 512 MiB ollama serve "
+                "needs to start: the kernel would OOM-kill or stall it; raise the percentages, "
+                "lower limits.os_reserve, or run Ollama on a host with more RAM"
+            )
     b.add(
         Section.SERVICE,
         "MemoryHigh",
@@ -89,11 +104,7 @@ def cpu(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
             Source.RULE,
             "1.5x systemd's default 100: Ollama wins CPU contention against other services",
         )
-    host_cpus = set()
-    for numa in facts.numa_nodes:
-        host_cpus.update(parse_cpu_list(numa.cpus))
-    if not host_cpus:
-        host_cpus = set(range(facts.cpus))
+    host_cpus = facts.cpu_set()
     choice = lim.allowed_cpus or "auto"
     if choice == "none":
         b.add(Section.SERVICE, "AllowedCPUs", None, Source.CONFIG, "limits.allowed_cpus = none")
@@ -117,11 +128,12 @@ def cpu(b: Builder, facts: HostFacts, cfg: DeploymentConfig) -> None:
         if len(facts.numa_nodes) > 1 and len(gpu_nodes) == 1 and None not in gpu_nodes:
             node_id = next(iter(gpu_nodes))
             node = next((n for n in facts.numa_nodes if n.id == node_id), None)
-            if node is not None:
+            # A node without CPUs (memory only) cannot be pinned to: AllowedCPUs= empty resets.
+            if node is not None and parse_cpu_list(node.cpus):
                 b.add(
                     Section.SERVICE,
                     "AllowedCPUs",
-                    node.cpus,
+                    format_cpu_list(parse_cpu_list(node.cpus)),
                     Source.RULE,
                     f"all GPUs sit on NUMA node {node_id}: pinning to its CPUs avoids cross-socket traffic",
                 )
@@ -154,13 +166,17 @@ def ollama_env(b: Builder, facts: HostFacts, cfg: DeploymentConfig, bind: str, m
         if "service.bind" in cfg.set_keys
         else "loopback only: nothing reaches the API from the network",
     )
+    # The model store is decided once (compose); [environment] must not write it again.
+    from_env = env.pop("OLLAMA_MODELS", None) is not None
     b.add(
         Section.ENV,
         "OLLAMA_MODELS",
         models,
-        Source.CONFIG if cfg.service.models_dir else Source.RULE,
+        Source.CONFIG if cfg.service.models_dir or from_env else Source.RULE,
         "service.models_dir"
         if cfg.service.models_dir
+        else "environment.OLLAMA_MODELS"
+        if from_env
         else "Ollama's default store under the service's home",
     )
     if gpus:

@@ -60,6 +60,10 @@ def render(deployment: Deployment) -> dict[str, str]:
         files[deployment.unit_path] = render_base_unit(deployment)
     if deployment.modules_load:
         files[MODULES_LOAD_PATH] = render_modules_load(deployment)
+    if deployment.instances is not None:
+        from ollama_ops.render import instances
+
+        files.update(instances.render(deployment.instances))
     if deployment.watch is not None:  # health: [watch] enabled
         files.update(render_watch(deployment.watch, deployment.unit_name))
     return files

@@ -1,13 +1,16 @@
 """``ollama``-shaped command line: ``serve`` and ``--version``.
 
     ollama serve [--profile FILE] [--fault NAME[:ARG]]... [--control]
-                 [--queue-mode ollama|strict]
+                 [--queue-mode ollama|strict] [--registry URL]
+                 [--runner-wording llama-runner|llama-server]
     ollama --version | -v
     python -m ollama_ops.sim serve ...
 
 Simulator options also come from the environment (flags win):
 OLLAMA_SIM_PROFILE, OLLAMA_SIM_FAULTS (comma list), OLLAMA_SIM_CONTROL (bool),
-OLLAMA_SIM_QUEUE_MODE, OLLAMA_SIM_SIGUSR1_FAULTS (comma list, default "hang").
+OLLAMA_SIM_QUEUE_MODE, OLLAMA_SIM_SIGUSR1_FAULTS (comma list, default "hang"),
+OLLAMA_SIM_REGISTRY (the registry /api/pull uses, e.g. http://127.0.0.1:5000),
+OLLAMA_SIM_RUNNER_WORDING (llama-runner, or llama-server as Ollama >= 0.30 logs).
 Everything else is Ollama's own OLLAMA_* environment.
 
 Exit status: 0 after SIGTERM/SIGINT, 1 when ``serve`` cannot start (printed
@@ -26,12 +29,13 @@ import signal
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import VERSION
-from .envconfig import env_bool, env_host, read_server_env, var
+from .envconfig import env_bool, env_host, format_go_duration, read_server_env, var
 from .faults import FaultError, parse_fault, parse_fault_list
 from .logs import Logger, human_bytes2
 from .profile import ProfileError, load_profile
@@ -87,7 +91,37 @@ def _parser() -> argparse.ArgumentParser:
         help="ollama: OLLAMA_MAX_QUEUE bounds the scheduler queue only, as in Ollama; "
         "strict: it also bounds requests waiting for a slot (env OLLAMA_SIM_QUEUE_MODE)",
     )
+    p.add_argument(
+        "--registry",
+        metavar="URL",
+        help="the registry /api/pull fetches from, e.g. http://127.0.0.1:5000 as served by "
+        "python -m ollama_ops.sim.registry (env OLLAMA_SIM_REGISTRY; default: none, "
+        "pulls fail)",
+    )
+    p.add_argument(
+        "--runner-wording",
+        choices=("llama-runner", "llama-server"),
+        help='model-load log lines say "llama runner" (Ollama before 0.30, the default) or '
+        '"llama-server" (0.30 and later) (env OLLAMA_SIM_RUNNER_WORDING)',
+    )
     return p
+
+
+def _registry_url(value: str) -> str | None:
+    """An http(s) base URL, or None when empty. Raises ServeError."""
+    if not value:
+        return None
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ServeError(
+            f"OLLAMA_SIM_REGISTRY must be an http:// or https:// URL such as "
+            f"http://127.0.0.1:5000, not {value!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ServeError(f"OLLAMA_SIM_REGISTRY has an invalid port: {value!r}") from None
+    return value.rstrip("/")
 
 
 def build_config(args: argparse.Namespace, env: Mapping[str, str], log: Logger) -> SimConfig:
@@ -109,6 +143,12 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
     if mode not in ("ollama", "strict"):
         raise ServeError(f'OLLAMA_SIM_QUEUE_MODE must be "ollama" or "strict", not {mode!r}')
     control = args.control if args.control is not None else env_bool(env, "OLLAMA_SIM_CONTROL")
+    registry = _registry_url(args.registry or var(env, "OLLAMA_SIM_REGISTRY"))
+    wording = args.runner_wording or var(env, "OLLAMA_SIM_RUNNER_WORDING") or "llama-runner"
+    if wording not in ("llama-runner", "llama-server"):
+        raise ServeError(
+            f'OLLAMA_SIM_RUNNER_WORDING must be "llama-runner" or "llama-server", not {wording!r}'
+        )
     home = env.get("HOME") or None
 
     def warn(msg: str, attrs: dict[str, object]) -> None:
@@ -122,26 +162,64 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str], log: Logger) 
         control=bool(control),
         queue_mode=mode,
         sigusr1_faults=[s for s in usr1.split(",") if s.strip()],
+        registry=registry,
+        runner_wording=wording,
     )
 
 
+#: OLLAMA_ORIGINS' built-in list, printed after the operator's own origins.
+DEFAULT_ORIGINS = (
+    "http://localhost https://localhost http://localhost:* https://localhost:* "
+    "http://127.0.0.1 https://127.0.0.1 http://127.0.0.1:* https://127.0.0.1:* "
+    "http://0.0.0.0 https://0.0.0.0 http://0.0.0.0:* https://0.0.0.0:* "
+    "app://* file://* tauri://* vscode-webview://* vscode-file://*"
+)
+
+
 def _server_config_line(env: Mapping[str, str], config: SimConfig) -> str:
+    """envconfig.AsMap printed with %v: ``map[KEY:value ...]``, keys in byte order."""
     e = config.env
-    keep = "2562047h47m16.854775807s" if e.keep_alive == float("inf") else f"{e.keep_alive:g}s"
-    items = {
-        "CUDA_VISIBLE_DEVICES": var(env, "CUDA_VISIBLE_DEVICES"),
+    origins = " ".join([o.strip() for o in var(env, "OLLAMA_ORIGINS").split(",") if o.strip()])
+    items: dict[str, object] = {
         "OLLAMA_CONTEXT_LENGTH": e.context_length,
         "OLLAMA_DEBUG": "DEBUG" if e.debug else "INFO",
+        "OLLAMA_FLASH_ATTENTION": env_bool(env, "OLLAMA_FLASH_ATTENTION"),
+        "OLLAMA_GPU_OVERHEAD": var(env, "OLLAMA_GPU_OVERHEAD") or 0,
         "OLLAMA_HOST": e.host.url,
-        "OLLAMA_KEEP_ALIVE": keep,
+        "OLLAMA_INTEL_GPU": env_bool(env, "OLLAMA_INTEL_GPU"),
+        "OLLAMA_KEEP_ALIVE": format_go_duration(e.keep_alive),
+        "OLLAMA_KV_CACHE_TYPE": var(env, "OLLAMA_KV_CACHE_TYPE"),
+        "OLLAMA_LLM_LIBRARY": var(env, "OLLAMA_LLM_LIBRARY"),
+        "OLLAMA_LOAD_TIMEOUT": format_go_duration(e.load_timeout),
         "OLLAMA_MAX_LOADED_MODELS": e.max_loaded_models,
         "OLLAMA_MAX_QUEUE": e.max_queue,
         "OLLAMA_MODELS": e.models,
+        "OLLAMA_MULTIUSER_CACHE": env_bool(env, "OLLAMA_MULTIUSER_CACHE"),
+        "OLLAMA_NEW_ENGINE": env_bool(env, "OLLAMA_NEW_ENGINE"),
+        "OLLAMA_NOHISTORY": env_bool(env, "OLLAMA_NOHISTORY"),
         "OLLAMA_NOPRUNE": e.noprune,
         "OLLAMA_NUM_PARALLEL": e.num_parallel,
+        "OLLAMA_ORIGINS": "[" + (origins + " " if origins else "") + DEFAULT_ORIGINS + "]",
+        "OLLAMA_SCHED_SPREAD": env_bool(env, "OLLAMA_SCHED_SPREAD"),
         "OLLAMA_SIM_PROFILE": config.profile.source,
         "OLLAMA_SIM_QUEUE_MODE": config.queue_mode,
+        "OLLAMA_SIM_REGISTRY": config.registry or "",
+        "OLLAMA_SIM_RUNNER_WORDING": config.runner_wording,
     }
+    for key in (
+        "CUDA_VISIBLE_DEVICES",
+        "GPU_DEVICE_ORDINAL",
+        "HIP_VISIBLE_DEVICES",
+        "HSA_OVERRIDE_GFX_VERSION",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "ROCR_VISIBLE_DEVICES",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ):
+        items[key] = var(env, key)
 
     def show(v: object) -> str:
         return ("true" if v else "false") if isinstance(v, bool) else str(v)
@@ -170,16 +248,26 @@ def _log_hardware(log: Logger, config: SimConfig) -> None:
             error=f"open /proc/meminfo: {e.strerror or e}",
         )
     gpus = config.profile.gpus
+    if gpus and any(name == "gpu-lost" for name, _ in config.faults):
+        # What a GPU gone after suspend looks like at start: cudart fails, CPU only.
+        log.debug(
+            "Unable to load cudart",
+            src="gpu.go:533",
+            library="/usr/lib/ollama/cuda_v12/libcudart.so.12.8.90",
+            error="cudart init failure: 999",
+        )
+        gpus = ()
     if not gpus:
         log.info("no compatible GPUs were discovered", src="gpu.go:377")
         log.info(
             "inference compute",
             src="types.go:130",
-            id="cpu",
+            id="0",
             library="cpu",
+            variant="",
             compute="",
-            name="cpu",
-            description="cpu",
+            driver="0.0",
+            name="",
             total=human_bytes2(total),
             available=human_bytes2(avail),
         )
@@ -244,6 +332,8 @@ def _install_signals(server: SimServer, config: SimConfig) -> dict[int, Any]:
 
     def term(signum: int, frame: object) -> None:
         del signum, frame
+        if server.faults.is_set("stuck-unload"):
+            return  # stuck stopping a runner: only SIGKILL ends it
         server.request_stop()
 
     def usr1(signum: int, frame: object) -> None:

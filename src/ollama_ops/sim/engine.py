@@ -42,7 +42,15 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .faults import GPU_LOST_LOAD_ERROR, GPU_LOST_STREAM_ERROR, FaultState
+from .faults import (
+    CUDA_OOM_LINES,
+    CUDA_UNKNOWN_LINES,
+    GPU_LOST_LOAD_ERROR,
+    GPU_LOST_STREAM_ERROR,
+    RUNNER_OOM_ERROR,
+    FaultState,
+)
+from .logs import human_bytes2
 from .profile import GiB, ModelProfile, Profile
 
 if TYPE_CHECKING:
@@ -69,6 +77,7 @@ class RunnerError(Exception):
 
 BUCKET_S = 10e-6  # 10 microseconds
 N_BUCKETS = 10_000  # up to 100 ms, then one overflow bucket
+OVERFLOW_KEPT = 200_000  # errors past 100 ms kept exactly (1.6 MB at most)
 
 
 class Stats:
@@ -81,13 +90,20 @@ class Stats:
         self.tokens = 0
         self.requests = 0
         self.hist: list[int] = [0] * (N_BUCKETS + 1)
+        # Past the histogram's range the errors themselves are kept, so a p99 of an
+        # overloaded run is the real figure, not the overflow bucket's edge.
+        self.overflow: list[float] = []
         self.max_error = 0.0
         self.started = _monotonic()
 
     def record(self, err: float) -> None:
         """One token's emission error (actual - scheduled time, seconds)."""
         b = int(err / BUCKET_S)
-        self.hist[b if b < N_BUCKETS else N_BUCKETS] += 1
+        if b >= N_BUCKETS:
+            b = N_BUCKETS
+            if len(self.overflow) < OVERFLOW_KEPT:
+                self.overflow.append(err)
+        self.hist[b] += 1
         self.max_error = max(self.max_error, err)
 
     def percentile(self, q: float) -> float:
@@ -98,9 +114,13 @@ class Stats:
         rank = q * total
         acc = 0
         for i, n in enumerate(self.hist):
-            acc += n
-            if acc >= rank and n:
+            if acc + n >= rank and n:
+                if i == N_BUCKETS:
+                    kept = sorted(self.overflow)
+                    at = max(0, min(len(kept) - 1, int(rank - acc) - 1))
+                    return kept[at] if kept else self.max_error
                 return min((i + 1) * BUCKET_S, self.max_error)
+            acc += n
         return self.max_error
 
     def snapshot(self) -> dict[str, Any]:
@@ -325,7 +345,7 @@ class Runner:
         self.size = size
         self.size_vram = size_vram
         self.speed = speed
-        self.state = "loading"  # loading, ready, gone
+        self.state = "loading"  # loading, ready, stopping (stuck-unload), gone
         self.refcount = 1
         self.expires_at: float | None = None  # wall clock, when idle
         self.expire_handle: asyncio.TimerHandle | None = None
@@ -467,6 +487,11 @@ class Runner:
         if seq.finished:
             return
         seq.finished = True
+        if isinstance(error, ConnectionResetError):  # however it was noticed, logged once
+            self.sched.log.info(
+                "aborting completion request due to client closing the connection",
+                src="server.go:1046",
+            )
         if seq.started:
             self.sequences.discard(seq)
             self.decoding -= 1
@@ -557,8 +582,10 @@ class Scheduler:
         stats: Stats,
         *,
         queue_mode: str = "ollama",
+        wording: str = "llama runner",
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.wording = wording  # "llama runner", or "llama-server" as Ollama >= 0.30 logs it
         self.env = env
         self.profile = profile
         self.faults = faults
@@ -677,6 +704,15 @@ class Scheduler:
     def _unload(self, r: Runner) -> None:
         if r.state == "gone":
             return
+        if self.faults.is_set("stuck-unload") and not self._closed:
+            self._stick(r)
+            return
+        self._drop(r)
+
+    def _drop(self, r: Runner) -> None:
+        """The runner is gone: out of the loaded set, its waiters woken."""
+        if r.state == "gone":
+            return
         r.state = "gone"
         r.cancel_expiry()
         if self.loaded.get(r.model.name) is r:
@@ -687,18 +723,54 @@ class Scheduler:
         if not r.loaded_fut.done():
             r.loaded_fut.set_result(None)
 
-    def gpu_lost(self) -> None:
-        """Every runner process dies with a CUDA error."""
+    def _stick(self, r: Runner) -> None:
+        """stuck-unload: the runner is told to stop and never does ("Stopping...")."""
+        if r.state == "stopping":
+            return
+        r.state = "stopping"
+        r.cancel_expiry()
+        r.expires_at = time.time()  # in the past from now on, as /api/ps shows it
+        self.log.debug("runner expired event received", src="sched.go:355", model=r.model.name)
+
+    def unstick(self) -> None:
+        """stuck-unload cleared: the stopping runners finally go."""
         for r in list(self.loaded.values()):
+            if r.state == "stopping":
+                self._drop(r)
+
+    def gpu_lost(self) -> None:
+        """Every runner process dies with a CUDA error; later loads fall back to the CPU."""
+        self._kill_all(CUDA_UNKNOWN_LINES, GPU_LOST_STREAM_ERROR, GPU_LOST_LOAD_ERROR)
+
+    def runner_oom(self) -> bool:
+        """runner-oom: the runners die of CUDA OOM and Ollama expires every loaded model.
+
+        Returns False when nothing was loaded (the next load fails instead).
+        """
+        if not self.loaded:
+            return False
+        self._kill_all(CUDA_OOM_LINES, RUNNER_OOM_ERROR, RUNNER_OOM_ERROR)
+        self.log.warn("runtime OOM detected; expiring loaded models", src="sched.go:417")
+        return True
+
+    def expire_all(self) -> None:
+        """Ask every loaded runner to unload as soon as it is idle."""
+        for r in list(self.loaded.values()):
+            self._expire(r)
+
+    def _kill_all(self, stderr_lines: str, error: str, reason: str) -> None:
+        """Every runner process dies: ``error`` for running streams, ``reason`` for waiters."""
+        for r in list(self.loaded.values()):
+            self.log.raw(stderr_lines)
             self.log.error(
-                "llama runner terminated",
+                f"{self.wording} terminated",
                 src="server.go:1397",
                 error="exit status 2",
                 model=r.model.name,
             )
-            self._dead[id(r)] = GPU_LOST_LOAD_ERROR
-            r.fail(GPU_LOST_STREAM_ERROR)
-            self._unload(r)
+            self._dead[id(r)] = reason
+            r.fail(error)
+            self._drop(r)  # a dead runner is gone even while unloads are stuck
 
     def pause_all(self, on: bool) -> None:
         for r in self.loaded.values():
@@ -741,6 +813,9 @@ class Scheduler:
             if r is not None:
                 if r.state == "loading":
                     await asyncio.shield(r.loaded_fut)
+                    continue
+                if r.state == "stopping":  # stuck: the scheduler waits, as Ollama's does
+                    await asyncio.shield(r.unloaded_fut)
                     continue
                 if r.num_ctx == p.num_ctx:
                     self._use(r, p)
@@ -788,12 +863,27 @@ class Scheduler:
         model = p.model
         session = p.session if p.session is not None else self.env.keep_alive
         size = model.memory(p.num_ctx, self.num_parallel)
-        if self.profile.gpus:
+        gpu_gone = self.faults.is_set("gpu-lost")
+        if self.profile.gpus and not gpu_gone:
             size_vram = min(size, vram_free)
+            if self.faults.is_set("cpu-fallback"):
+                on_cpu = float(self.faults.arg("cpu-fallback") or 0.0)
+                size_vram = min(size_vram, int(size * (1.0 - on_cpu)))
+        else:
+            size_vram = 0
+        if self.profile.gpus:  # a GPU host: what is not in VRAM runs cpu_slowdown times slower
             cpu_frac = (size - size_vram) / size if size else 0.0
             speed = 1.0 / (1.0 + (self.profile.cpu_slowdown - 1.0) * cpu_frac)
         else:
-            size_vram, speed = 0, 1.0
+            speed = 1.0
+        if gpu_gone:
+            self.log.debug(
+                "Unable to load cudart",
+                src="gpu.go:533",
+                library="/usr/lib/ollama/cuda_v12/libcudart.so.12.8.90",
+                error="cudart init failure: 999",
+            )
+        self._log_offload(model, size, size_vram, vram_free if not gpu_gone else 0)
         r = Runner(
             self,
             model,
@@ -807,6 +897,27 @@ class Scheduler:
         self.loaded[model.name] = r
         self.log.info("loaded runners", src="sched.go:450", count=len(self.loaded))
         self.loop.create_task(self._load_task(r, p))
+
+    def _log_offload(self, model: ModelProfile, size: int, size_vram: int, vram_free: int) -> None:
+        """llm/memory.go's "offload to ..." line: how many layers went to the GPU."""
+        layers = _layer_count(model)
+        offload = round(layers * size_vram / size) if size else 0
+        library = self.profile.gpus[0].library if self.profile.gpus and size_vram else "cpu"
+        self.log.info(
+            f"offload to {library}",
+            src="memory.go:326",
+            **{
+                "layers.requested": -1,
+                "layers.model": layers,
+                "layers.offload": offload,
+                "layers.split": "",
+                "memory.available": f"[{human_bytes2(vram_free)}]",
+                "memory.gpu_overhead": "0 B",
+                "memory.required.full": human_bytes2(size),
+                "memory.required.partial": human_bytes2(size_vram),
+                "memory.required.kv": human_bytes2(max(0, size - model.vram)),
+            },
+        )
 
     def load_seconds(self, model: ModelProfile) -> float:
         if self.faults.is_set("slow-load"):
@@ -823,21 +934,24 @@ class Scheduler:
             f"{r.num_ctx * r.num_parallel} --batch-size 512 --parallel {r.num_parallel} "
             f"--port 0",
         )
+        self.log.info(f"waiting for {self.wording} to start responding", src="server.go:1273")
         self.log.info(
-            "waiting for llama runner to start responding",
-            src="server.go:1273",
+            "waiting for server to become available",
+            src="server.go:1307",
+            status="llm server loading model",
         )
         error: str | None = None
         while True:
-            if self.faults.is_set("gpu-lost"):
-                error = GPU_LOST_LOAD_ERROR
-                break
             if p.fut.done():
-                error = "context canceled"
+                self.log.warn(
+                    "client connection closed before server finished loading, aborting load",
+                    src="server.go:1290",
+                )
+                error = f"timed out waiting for {self.wording} to start: context canceled"
                 break
             now = _monotonic()
             if now - t0 >= self.env.load_timeout:
-                error = "timed out waiting for llama runner to start - progress 0.00 - "
+                error = f"timed out waiting for {self.wording} to start - progress 0.00 - "
                 break
             remaining = t0 + self.load_seconds(model) - now
             if remaining <= 0:
@@ -853,9 +967,22 @@ class Scheduler:
             if not p.fut.done():
                 p.fut.set_exception(RunnerError(error))
             return
+        if self.faults.is_set("runner-oom"):  # the runner dies as it starts
+            self.log.raw(CUDA_OOM_LINES)
+            self.log.error(
+                f"{self.wording} terminated", src="server.go:1397", error="exit status 2"
+            )
+            self.log.warn("runtime OOM detected; expiring loaded models", src="sched.go:417")
+            self.faults.clear("runner-oom")
+            self.log.error("error loading llama server", src="sched.go:459", error=RUNNER_OOM_ERROR)
+            r.refcount = 0
+            self._drop(r)
+            if not p.fut.done():
+                p.fut.set_exception(RunnerError(RUNNER_OOM_ERROR))
+            return
         r.state = "ready"
         self.log.info(
-            f"llama runner started in {_monotonic() - t0:.2f} seconds",
+            f"{self.wording} started in {_monotonic() - t0:.2f} seconds",
             src="server.go:1312",
         )
         if not r.loaded_fut.done():
@@ -877,6 +1004,17 @@ class Scheduler:
             "default_num_ctx": self.default_num_ctx,
             "runners": [r.describe() for r in self.loaded.values()],
         }
+
+
+def _layer_count(model: ModelProfile) -> int:
+    """Repeating layers plus the output layer, roughly as GGUF models of that size have."""
+    if model.vram < 2 * GiB:
+        return 17
+    if model.vram < 8 * GiB:
+        return 29
+    if model.vram < 24 * GiB:
+        return 49
+    return 81
 
 
 def default_context(total_vram: int) -> int:

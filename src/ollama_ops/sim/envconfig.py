@@ -119,6 +119,21 @@ def parse_go_duration(text: str) -> float:
     return -total if neg else total
 
 
+#: The longest time.Duration, in seconds (MaxInt64 nanoseconds).
+MAX_DURATION_S = (2**63 - 1) / 1e9
+
+
+def saturate_duration(seconds: float) -> float:
+    """A keep-alive as the scheduler uses it: negative, NaN or beyond MaxInt64 ns is forever.
+
+    Go's time arithmetic saturates (``time.Now().Add(d)`` never wraps), so a
+    keep-alive too long for a Duration means "never expire", never an error.
+    """
+    if not seconds >= 0 or seconds >= MAX_DURATION_S:  # "not >=" is also true for NaN
+        return math.inf
+    return seconds
+
+
 def env_keep_alive(env: Mapping[str, str], key: str = "OLLAMA_KEEP_ALIVE") -> float:
     """envconfig.KeepAlive: Go duration, else integer seconds, else 5m; <0 = forever."""
     s = var(env, key)
@@ -127,45 +142,61 @@ def env_keep_alive(env: Mapping[str, str], key: str = "OLLAMA_KEEP_ALIVE") -> fl
         try:
             value = parse_go_duration(s)
         except DurationError:
-            if re.fullmatch(r"[+-]?[0-9]+", s):
+            if re.fullmatch(r"[+-]?[0-9]+", s) and -(2**63) <= int(s) < 2**63:
                 value = float(int(s))
-    return math.inf if value < 0 else value
+    return saturate_duration(value)
 
 
 def request_keep_alive(value: object) -> float:
     """api.Duration.UnmarshalJSON: number = seconds, string = Go duration.
 
-    Negative means forever. Raises DurationError (a 400 for the caller).
+    Negative means forever, and so does a number of seconds too large for a
+    Go Duration (saturated, never a 500). Raises DurationError (a 400 for the
+    caller).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         kind = {bool: "bool", list: "[]interface {}", dict: "map[string]interface {}"}
         raise DurationError("Unsupported type: '" + kind.get(type(value), "unknown") + "'")
-    d = parse_go_duration(value) if isinstance(value, str) else float(value)
-    return math.inf if d < 0 else d
+    if isinstance(value, str):
+        return saturate_duration(parse_go_duration(value))
+    try:
+        d = float(value)
+    except OverflowError:  # an int beyond float64
+        d = math.inf if value > 0 else -math.inf
+    return saturate_duration(d)
+
+
+def _fixed(value: int, digits: int) -> str:
+    """``value / 10**digits`` with the fraction's trailing zeros dropped, as Go prints it."""
+    whole, frac = divmod(value, 10**digits)
+    tail = str(frac).rjust(digits, "0").rstrip("0")
+    return f"{whole}.{tail}" if tail else str(whole)
 
 
 def format_go_duration(seconds: float) -> str:
-    """time.Duration.String for a non-negative duration (approximate, for logs)."""
-    if math.isinf(seconds):
+    """time.Duration.String: ``0s``, ``794.342µs``, ``5.050123s``, ``5m0s``, ``1h2m3.5s``."""
+    if math.isinf(seconds) or seconds >= MAX_DURATION_S:
         return "2562047h47m16.854775807s"
     ns = round(seconds * 1e9)
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
     if ns == 0:
         return "0s"
     if ns < 1000:
-        return f"{ns}ns"
+        return f"{sign}{ns}ns"
     if ns < 1_000_000:
-        return f"{ns / 1e3:g}\u00b5s"
+        return f"{sign}{_fixed(ns, 3)}\u00b5s"
     if ns < 1_000_000_000:
-        return f"{ns / 1e6:g}ms"
-    h, rem = divmod(ns, 3_600_000_000_000)
-    m, rem = divmod(rem, 60_000_000_000)
-    s = f"{rem / 1e9:.9f}".rstrip("0").rstrip(".")
-    out = ""
-    if h:
-        out += f"{h}h"
-    if h or m:
-        out += f"{m}m"
-    return out + s + "s"
+        return f"{sign}{_fixed(ns, 6)}ms"
+    total_s, frac = divmod(ns, 1_000_000_000)
+    minutes, secs = divmod(total_s, 60)
+    hours, minutes = divmod(minutes, 60)
+    out = _fixed(secs * 1_000_000_000 + frac, 9) + "s"
+    if hours or minutes:
+        out = f"{minutes}m" + out
+    if hours:
+        out = f"{hours}h" + out
+    return sign + out
 
 
 class HostPortError(ValueError):

@@ -9,11 +9,19 @@ hang           the whole process stops answering (the event loop blocks;   --
                connections are accepted by the kernel and never served)
 generate-hang  ``/`` and the model list answer, inference never produces   --
                a byte (requests wait until the fault is cleared)
+stuck-unload   every loaded model is told to unload and never does:        --
+               ``/api/ps`` lists it with ``expires_at`` in the past
+               ("Stopping..."), requests for it wait, SIGTERM is ignored
 crash          the process exits with status 2 and a Go-style panic       seconds (0)
 slow-start     ``serve`` sleeps before listening (start-up only)           seconds (10)
 slow-load      each model load takes ARG seconds instead of the profile's  seconds (60)
 gpu-lost       running streams fail with a CUDA error, loaded models are   --
-               dropped, every load fails with a 500 until cleared
+               dropped; later loads fall back to the CPU (size_vram 0)
+cpu-fallback   later loads put ARG of each model on the CPU (size_vram <   share (0.5)
+               size), which makes its tokens slower
+runner-oom     the runners die of ``CUDA error: out of memory`` and every  --
+               loaded model is expired (one-shot; with nothing loaded,
+               the next load fails so)
 memory-grow    allocates and touches ARG MiB every second until cleared    MiB/s (64)
 =============  ==========================================================  =========
 """
@@ -27,11 +35,25 @@ from collections.abc import Callable, Iterable
 FAULTS: dict[str, float | None] = {
     "hang": None,
     "generate-hang": None,
+    "stuck-unload": None,
     "crash": 0.0,
     "slow-start": 10.0,
     "slow-load": 60.0,
     "gpu-lost": None,
+    "cpu-fallback": 0.5,
+    "runner-oom": None,
     "memory-grow": 64.0,
+}
+
+#: The largest argument of each fault that takes one: a week for times, the whole
+#: model for cpu-fallback, 4 GiB/s for memory-grow (a larger rate only fails
+#: sooner, and can take the host down).
+MAX_ARG: dict[str, float] = {
+    "crash": 604800.0,
+    "slow-start": 604800.0,
+    "slow-load": 604800.0,
+    "cpu-fallback": 1.0,
+    "memory-grow": 4096.0,
 }
 
 CUDA_ERROR = "CUDA error: unknown error"
@@ -39,6 +61,24 @@ CUDA_ERROR = "CUDA error: unknown error"
 GPU_LOST_LOAD_ERROR = "llama runner process has terminated: " + CUDA_ERROR
 #: A stream that was running when the GPU went away.
 GPU_LOST_STREAM_ERROR = "an error was encountered while running the model: " + CUDA_ERROR
+#: What a request gets when its runner died of CUDA OOM.
+RUNNER_OOM_ERROR = "llama runner process has terminated: CUDA error: out of memory"
+
+_GGML_CUDA = "/go/src/github.com/ollama/ollama/ml/backend/ggml/ggml/src/ggml-cuda/ggml-cuda.cu"
+#: What the runner child writes to stderr (the journal) when the GPU goes away.
+CUDA_UNKNOWN_LINES = (
+    "CUDA error: unknown error\n"
+    f"  current device: 0, in function ggml_backend_cuda_synchronize at {_GGML_CUDA}:2437\n"
+    "  cudaStreamSynchronize(cuda_ctx->stream())\n"
+    f"{_GGML_CUDA}:77: CUDA error\n"
+)
+#: ... and when an allocation fails.
+CUDA_OOM_LINES = (
+    "CUDA error: out of memory\n"
+    f"  current device: 0, in function alloc at {_GGML_CUDA}:453\n"
+    "  cuMemCreate(&handle, reserve_size, &prop, 0)\n"
+    f"{_GGML_CUDA}:77: CUDA error\n"
+)
 
 
 class FaultError(ValueError):
@@ -59,8 +99,9 @@ def parse_fault(spec: str) -> tuple[str, float | None]:
         value = float(arg)
     except ValueError:
         raise FaultError(f"fault {name!r}: {arg!r} is not a number") from None
-    if value < 0:
-        raise FaultError(f"fault {name!r}: the argument must be >= 0")
+    top = MAX_ARG[name]
+    if not 0 <= value <= top:  # also refuses nan and inf
+        raise FaultError(f"fault {name!r}: the argument must be a number from 0 to {top:g}")
     return name, value
 
 

@@ -6,13 +6,35 @@ Ollama binds bodies with ``c.ShouldBindJSON``: an empty body is
 wrong type is ``json: cannot unmarshal string into Go struct field
 GenerateRequest.prompt of type string``; unknown fields are ignored; trailing
 data after the first value is ignored (a json.Decoder reads one value).
+
+What Go's decoder refuses, this one refuses too, so that no value Python would
+accept and Go would not reaches the server (issue 7, item 12):
+
+* ``NaN``, ``Infinity`` and ``-Infinity`` are syntax errors
+  (``invalid character 'N' looking for beginning of value``);
+* a number beyond float64 (``1e400``, a 400-digit integer) is
+  ``json: cannot unmarshal number 1e400 into Go value of type float64``;
+* an ``int`` field takes only an integer literal within int64 (``1.0``, ``1e3``
+  and ``2**63`` are refused, as Go's ``strconv.ParseInt`` refuses them);
+* lone UTF-16 surrogates in strings (``"\\ud800"``) become U+FFFD, as in Go;
+* nesting deeper than Python's decoder follows (about 900 levels; Go's limit
+  is 10000) is ``invalid character '[' exceeded max depth``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
+
+#: Go's encoding/json maxNestingDepth.
+GO_MAX_DEPTH = 10000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT64_MAX = 1.7976931348623157e308
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 # Field type codes: "string", "bool", "int", "float", "object", "[]string",
 # "[]int", "any", "duration", "[]object". None (JSON null) is always accepted.
@@ -32,6 +54,98 @@ _GO_TYPE = {
 
 class BindError(ValueError):
     """The body could not be bound; ``str(err)`` is Ollama's error text."""
+
+
+class GoFloat(float):
+    """A JSON number with a fraction or exponent, keeping its literal for Go's messages."""
+
+    __slots__ = ("literal",)
+    literal: str
+
+    def __new__(cls, literal: str) -> GoFloat:
+        self = super().__new__(cls, literal)
+        self.literal = literal
+        return self
+
+
+class _OutOfRange(Exception):
+    def __init__(self, literal: str) -> None:
+        super().__init__(literal)
+        self.literal = literal
+
+
+class _Constant(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _parse_float(literal: str) -> float:
+    f = GoFloat(literal)
+    if not -_FLOAT64_MAX <= f <= _FLOAT64_MAX:  # inf: beyond float64
+        raise _OutOfRange(literal)
+    return f
+
+
+def _parse_int(literal: str) -> int:
+    # A float64 holds at most 309 integer digits; refusing longer literals
+    # first also keeps int() from Python's 4300-digit limit (a ValueError).
+    if len(literal.lstrip("-")) > 309 or abs(int(literal)) > _FLOAT64_MAX:
+        raise _OutOfRange(literal)
+    return int(literal)
+
+
+def _parse_constant(name: str) -> float:
+    raise _Constant(name)
+
+
+_DECODER = json.JSONDecoder(
+    parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant
+)
+
+
+def _is_int64(v: object) -> bool:
+    """What Go's strconv.ParseInt(literal, 10, 64) accepts: an integer literal in range."""
+    return type(v) is int and _INT64_MIN <= v <= _INT64_MAX
+
+
+def _literal(v: object) -> str:
+    return v.literal if isinstance(v, GoFloat) else str(v)
+
+
+def _depth_error(doc: str) -> str:
+    """Go's message for a document nested too deep: the bracket that goes past the limit."""
+    depth, deepest, char = 0, 0, "["
+    for m in _BRACKETS.finditer(doc):
+        tok = m.group()
+        if tok in ("[", "{"):
+            depth += 1
+            if depth > deepest:
+                deepest, char = depth, tok
+                if depth > GO_MAX_DEPTH:
+                    break
+        elif tok in ("]", "}"):
+            depth -= 1
+    return f"invalid character '{char}' exceeded max depth"
+
+
+def _fix_surrogates(v: Any) -> Any:
+    """Lone surrogates become U+FFFD, as Go's decoder makes them (iterative: no recursion)."""
+    if isinstance(v, str):
+        return _LONE_SURROGATE.sub("\ufffd", v)
+    root = [v]
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, item in items:
+            value = _LONE_SURROGATE.sub("\ufffd", item) if isinstance(item, str) else item
+            if isinstance(item, (dict, list)):
+                stack.append(item)
+            node[_LONE_SURROGATE.sub("\ufffd", key) if isinstance(key, str) else key] = value
+    return root[0]
 
 
 def _json_kind(v: object) -> str:
@@ -77,12 +191,23 @@ def decode_body(raw: bytes) -> Any:
         doc = raw.decode("utf-8", errors="replace")
     if not doc.strip():
         raise BindError("missing request body")
-    dec = json.JSONDecoder()
     start = len(doc) - len(doc.lstrip())
     try:
-        value, _ = dec.raw_decode(doc, start)
+        value, _ = _DECODER.raw_decode(doc, start)
     except json.JSONDecodeError as e:
         raise BindError(_syntax_error(doc, e)) from None
+    except _Constant as e:
+        if e.name.startswith("-"):
+            raise BindError("invalid character 'I' in numeric literal") from None
+        raise BindError(f"invalid character '{e.name[0]}' looking for beginning of value") from None
+    except _OutOfRange as e:
+        raise BindError(
+            f"json: cannot unmarshal number {e.literal} into Go value of type float64"
+        ) from None
+    except RecursionError:
+        raise BindError(_depth_error(doc)) from None
+    if _SURROGATE_ESCAPE.search(raw):
+        value = _fix_surrogates(value)
     return value
 
 
@@ -96,7 +221,7 @@ def _check(struct: str, field: str, code: str, v: object) -> None:
     elif code == "bool":
         ok = kind == "bool"
     elif code == "int":
-        ok = kind == "number" and float(v).is_integer()  # type: ignore[arg-type]
+        ok = _is_int64(v)
     elif code == "float":
         ok = kind == "number"
     elif code == "object":
@@ -110,15 +235,21 @@ def _check(struct: str, field: str, code: str, v: object) -> None:
             assert isinstance(v, list)
             want = {"[]string": "string", "[]int": "number", "[]object": "object"}[code]
             for item in v:
-                if item is not None and _json_kind(item) != want:
-                    raise BindError(
-                        f"json: cannot unmarshal {_json_kind(item)} into Go struct field "
-                        f"{struct}.{field} of type {_GO_TYPE[code][2:]}"
-                    )
+                if item is None:
+                    continue
+                shown = _json_kind(item)
+                if shown == want and (code != "[]int" or _is_int64(item)):
+                    continue
+                if shown == "number" and code == "[]int":
+                    shown = f"number {_literal(item)}"
+                raise BindError(
+                    f"json: cannot unmarshal {shown} into Go struct field "
+                    f"{struct}.{field} of type {_GO_TYPE[code][2:]}"
+                )
     if not ok:
         shown = kind
         if kind == "number" and code == "int":
-            shown = f"number {v}"
+            shown = f"number {_literal(v)}"
         raise BindError(
             f"json: cannot unmarshal {shown} into Go struct field {struct}.{field} "
             f"of type {_GO_TYPE.get(code, code)}"
@@ -178,6 +309,14 @@ OPTION_KINDS: dict[str, str] = {
 }
 
 
+def go_int64(val: float) -> int:
+    """Go's ``int64(f)`` of a JSON number on amd64: truncated; out of range is MinInt64."""
+    f = float(val)
+    if not -(2.0**63) <= f < 2.0**63:
+        return _INT64_MIN
+    return int(f)
+
+
 class OptionError(ValueError):
     """api.Options.FromMap failed; Ollama answers these with a 500."""
 
@@ -196,7 +335,7 @@ def parse_options(opts: Mapping[str, Any]) -> Options:
         if kind == "int":
             if isinstance(val, bool) or not isinstance(val, (int, float)):
                 raise OptionError(f'option "{key}" must be of type integer')
-            out[key] = int(val)
+            out[key] = go_int64(val)
         elif kind == "float":
             if isinstance(val, bool) or not isinstance(val, (int, float)):
                 raise OptionError(f'option "{key}" must be of type float32')

@@ -1,111 +1,50 @@
-"""The aiohttp application: Ollama's native and OpenAI-compatible endpoints,
-the optional control API, and the fault hooks.
+"""The aiohttp application of one simulated ``ollama serve``: its lifecycle, the
+fault hooks, the access-log middleware, and the route groups put together.
 
-Endpoints (server/routes.go): ``GET|HEAD /``, ``GET|HEAD /api/version``,
-``GET|HEAD /api/tags``, ``GET /api/ps``, ``POST /api/show``,
-``POST /api/generate``, ``POST /api/chat``, ``POST /v1/chat/completions``,
-``POST /v1/completions``, ``GET /v1/models``, ``GET /v1/models/{model}``.
+Route groups, one module each:
+
+* routes_models.py: ``GET|HEAD /``, ``GET|HEAD /api/version``, ``GET|HEAD /api/tags``,
+  ``GET /api/ps``, ``POST /api/show``;
+* routes_generate.py: ``POST /api/generate``, ``POST /api/chat``;
+* routes_openai.py: ``POST /v1/chat/completions``, ``POST /v1/completions``,
+  ``GET /v1/models``, ``GET /v1/models/{model}``;
+* routes_store.py: ``POST /api/pull``, ``DELETE /api/delete``;
+* routes_control.py (only with ``--control``): ``GET|POST /_sim/faults``,
+  ``GET /_sim/state``, ``GET /_sim/stats``, ``POST /_sim/stats/reset``.
+
 Anything else answers gin's ``404 page not found`` / ``405 method not allowed``.
-
-Control API (only with ``--control``): ``GET|POST /_sim/faults``,
-``GET /_sim/state``, ``GET /_sim/stats``, ``POST /_sim/stats/reset``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import inspect
-import json
-import math
 import os
-import random
-import re
 import socket
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiohttp import web
 
-from . import VERSION
-from .engine import (
-    QueueFull,
-    Renderer,
-    Runner,
-    RunnerError,
-    Scheduler,
-    Sequence,
-    Sink,
-    Stats,
-    StreamSink,
-)
-from .envconfig import DurationError, ServerEnv, request_keep_alive
-from .faults import FAULTS, FaultError, FaultState
-from .gojson import BindError, OptionError, bind, check_messages, parse_options
+from .api import CLIENT_MAX_SIZE, error_response
+from .engine import Scheduler, Stats
+from .envconfig import ServerEnv
+from .faults import FaultState
+from .inference import InferenceCore
 from .logs import Logger
 from .profile import ModelProfile, Profile
-from .render import NativeRenderer, OpenAIRenderer, word_offset
-
-CLIENT_MAX_SIZE = 64 * 1024 * 1024
-NOT_FOUND = 'model "{}" not found, try pulling it first'
-STREAM_CONTENT_TYPES = {"native": "application/x-ndjson", "openai": "text/event-stream"}
-
-GENERATE_SCHEMA = {
-    "model": "string",
-    "prompt": "string",
-    "suffix": "string",
-    "system": "string",
-    "template": "string",
-    "context": "[]int",
-    "stream": "bool",
-    "raw": "bool",
-    "keep_alive": "duration",
-    "images": "[]string",
-    "options": "object",
-    "truncate": "bool",
-    "shift": "bool",
-    "top_logprobs": "int",
-    "logprobs": "bool",
-}
-CHAT_SCHEMA = {
-    "model": "string",
-    "messages": "[]object",
-    "stream": "bool",
-    "keep_alive": "duration",
-    "options": "object",
-    "tools": "any",
-    "truncate": "bool",
-    "shift": "bool",
-    "top_logprobs": "int",
-    "logprobs": "bool",
-}
-SHOW_SCHEMA = {"model": "string", "name": "string", "verbose": "bool", "system": "string"}
-_OAI_COMMON_SCHEMA = {  # the fields both OpenAI requests share, in their order
-    "stream": "bool",
-    "stream_options": "object",
-    "max_tokens": "int",
-    "seed": "int",
-    "temperature": "float",
-    "top_p": "float",
-}
-OAI_CHAT_SCHEMA = {
-    "model": "string",
-    "messages": "[]object",
-    **_OAI_COMMON_SCHEMA,
-    "frequency_penalty": "float",
-    "presence_penalty": "float",
-}
-OAI_COMPLETION_SCHEMA = {
-    "model": "string",
-    "prompt": "string",
-    **_OAI_COMMON_SCHEMA,
-    "suffix": "string",
-}
+from .pull import Puller
+from .routes_control import ControlRoutes
+from .routes_generate import GenerateRoutes
+from .routes_models import ModelRoutes
+from .routes_openai import OpenAIRoutes
+from .routes_store import StoreRoutes
+from .store import InvalidName, ModelName, ModelStore, StoredModel, parse_name
 
 
 @dataclass
@@ -118,114 +57,8 @@ class SimConfig:
     control: bool = False
     queue_mode: str = "ollama"
     sigusr1_faults: list[str] = field(default_factory=lambda: ["hang"])
-
-
-def full_name(name: str) -> str:
-    """registry.ollama.ai/library/name:tag, as capability errors print it."""
-    base = name
-    if ":" not in base.rsplit("/", 1)[-1]:
-        base += ":latest"
-    parts = base.split("/")
-    if len(parts) == 1:
-        parts = ["registry.ollama.ai", "library", *parts]
-    elif len(parts) == 2:
-        parts = ["registry.ollama.ai", *parts]
-    return "/".join(parts)
-
-
-def _param_count(size: str) -> int:
-    m = re.fullmatch(r"([0-9.]+)\s*([KMBT]?)", size.strip().upper())
-    if not m:
-        return 0
-    mult = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2)]
-    return int(float(m.group(1)) * mult)
-
-
-def _estimate_tokens(text: str) -> int:
-    """About four characters per token."""
-    return (len(text) + 3) // 4
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, stage: str = "handler") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.stage = stage  # "bind" errors of the OpenAI middleware differ in type
-
-
-@dataclass
-class Inference:
-    """A parsed inference request, whatever endpoint it came from."""
-
-    api: str  # "native" or "openai"
-    model_name: str
-    model: ModelProfile
-    stream: bool
-    keep_alive: float | None
-    options: dict[str, Any]
-    prompt_text: str
-    prompt_overhead: int
-    load_only: bool
-    renderer: Any
-    content_type: str
-    truncate: bool = True
-
-
-class _Target(NamedTuple):
-    """The model a request names, and its keep-alive (``_common``)."""
-
-    name: str
-    model: ModelProfile
-    keep_alive: float | None
-
-
-class _Prompt(NamedTuple):
-    """What an inference request asks the model to read."""
-
-    text: str  # counted as prompt tokens
-    offset_text: str  # picks the reply's first word (``word_offset``)
-    overhead: int  # template tokens around it
-    load_only: bool  # nothing to generate: only load (or unload) the model
-
-
-def _bind(
-    raw: bytes, struct: str, schema: dict[str, str], messages: bool = False
-) -> dict[str, Any]:
-    """``bind`` (and ``check_messages``), a refusal being a 400 of the bind stage."""
-    try:
-        req = bind(raw, struct, schema)
-        if messages:
-            check_messages(req.get("messages"))
-    except BindError as e:
-        raise ApiError(400, str(e), stage="bind") from None
-    return req
-
-
-def _inference(
-    api: str,
-    target: _Target,
-    read: _Prompt,
-    *,
-    options: dict[str, Any],
-    stream: bool,
-    renderer: Renderer,
-    truncate: bool = True,
-) -> Inference:
-    return Inference(
-        api=api,
-        model_name=target.name,
-        model=target.model,
-        stream=stream,
-        keep_alive=target.keep_alive,
-        options=options,
-        prompt_text=read.text,
-        prompt_overhead=read.overhead,
-        load_only=read.load_only,
-        renderer=renderer,
-        content_type=STREAM_CONTENT_TYPES[api] if stream else "application/json",
-        truncate=truncate,
-    )
+    registry: str | None = None  # base URL of the registry /api/pull uses
+    runner_wording: str = "llama-runner"  # or "llama-server", as Ollama >= 0.30 logs loads
 
 
 class SimServer:
@@ -248,6 +81,11 @@ class SimServer:
         self._memory_task: asyncio.Task[None] | None = None
         self._crash_handle: asyncio.TimerHandle | None = None
         self.address: tuple[str, int] = ("", 0)
+        self.store = ModelStore(config.env.models)
+        self.puller = Puller(self.store, config.registry, log)
+        self.stored: dict[str, StoredModel] = {}  # by full name
+        self._stored_by_short: dict[str, StoredModel] = {}
+        self._hidden: set[str] = set()  # profile models removed with /api/delete
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -261,8 +99,12 @@ class SimServer:
             self.log,
             self.stats,
             queue_mode=self.config.queue_mode,
+            wording="llama-server"
+            if self.config.runner_wording == "llama-server"
+            else "llama runner",
         )
         self.sched.start()
+        self.refresh_store()
         self.faults.add_listener(self._on_fault)
         app = self._make_app()
         runner_kw, site_kw = _runner_options()
@@ -321,6 +163,14 @@ class SimServer:
             self.sched.pause_all(on)
         elif name == "gpu-lost" and on:
             self.sched.gpu_lost()
+        elif name == "runner-oom" and on:
+            if self.sched.runner_oom():
+                loop.call_soon(self.faults.clear, "runner-oom")  # one-shot
+        elif name == "stuck-unload":
+            if on:
+                self.sched.expire_all()
+            else:
+                self.sched.unstick()
         elif name == "crash":
             if self._crash_handle is not None:
                 self._crash_handle.cancel()
@@ -366,26 +216,71 @@ class SimServer:
 
     # ------------------------------------------------------------------ app
 
+    # ------------------------------------------------------------------ models
+
+    def models(self) -> list[ModelProfile]:
+        """The models this server has: the store's, newest first, then the profile's."""
+        stored = sorted(self.stored.values(), key=lambda s: -s.modified)
+        p = self.config.profile
+        profile = [p.models[n] for n in p.ordered] if p.ordered else list(p.models.values())
+        shadowed = {s.profile.name for s in stored} | self._hidden
+        return [s.profile for s in stored] + [m for m in profile if m.name not in shadowed]
+
+    def lookup(self, name: str) -> ModelProfile | None:
+        """The model a request names: the store's first, then the profile's."""
+        if self.stored:
+            try:
+                found = self.stored.get(parse_name(name).full)
+            except InvalidName:
+                found = None
+            if found is not None:
+                return found.profile
+        m = self.config.profile.lookup(name)
+        return None if m is None or m.name in self._hidden else m
+
+    def digest_of(self, m: ModelProfile) -> str:
+        s = self._stored_by_short.get(m.name)
+        return s.digest if s is not None and s.profile is m else m.digest
+
+    def modified_of(self, m: ModelProfile) -> datetime.datetime:
+        s = self._stored_by_short.get(m.name)
+        if s is not None and s.profile is m:
+            return datetime.datetime.fromtimestamp(s.modified).astimezone()
+        return self.started_wall
+
+    def refresh_store(self) -> None:
+        """Read the models in OLLAMA_MODELS again (at start, after a pull or delete)."""
+        stored, problems = self.store.scan()
+        for problem in problems:
+            self.log.warn("skipping a model in the store", src="sim", error=problem)
+        self.stored = stored
+        self._stored_by_short = {s.profile.name: s for s in stored.values()}
+
+    def delete_model(self, name: ModelName) -> bool:
+        """/api/delete: remove a stored model, or hide a profile one. False if unknown."""
+        if name.full in self.stored:
+            self.store.remove(name)
+            self.refresh_store()
+            return True
+        m = self.config.profile.lookup(name.short)
+        if m is None or m.name in self._hidden:
+            return False
+        self._hidden.add(m.name)
+        return True
+
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[self._middleware])
-        r = app.router
-        r.add_get("/", self.h_root)
-        r.add_get("/api/version", self.h_version)
-        r.add_get("/api/tags", self.h_tags)
-        r.add_get("/api/ps", self.h_ps, allow_head=False)
-        r.add_post("/api/show", self.h_show)
-        r.add_post("/api/generate", self.h_generate)
-        r.add_post("/api/chat", self.h_chat)
-        r.add_post("/v1/chat/completions", self.h_oai_chat)
-        r.add_post("/v1/completions", self.h_oai_completions)
-        r.add_get("/v1/models", self.h_oai_models, allow_head=False)
-        r.add_get("/v1/models/{model:.+}", self.h_oai_model, allow_head=False)
+        core = InferenceCore(self)
+        groups: list[Any] = [
+            ModelRoutes(self),
+            StoreRoutes(self),
+            GenerateRoutes(core),
+            OpenAIRoutes(self, core),
+        ]
         if self.config.control:
-            r.add_get("/_sim/faults", self.h_faults_get, allow_head=False)
-            r.add_post("/_sim/faults", self.h_faults_post)
-            r.add_get("/_sim/state", self.h_state, allow_head=False)
-            r.add_get("/_sim/stats", self.h_stats, allow_head=False)
-            r.add_post("/_sim/stats/reset", self.h_stats_reset)
+            groups.append(ControlRoutes(self))
+        for group in groups:
+            group.add_to(app.router)
         return app
 
     @web.middleware
@@ -412,502 +307,21 @@ class SimServer:
         except asyncio.CancelledError:
             status = 499
             raise
+        except Exception as e:  # a simulator bug: Ollama's recovery answers 500, so do we
+            self.log.error(
+                "handler failed (simulator bug)",
+                src="sim",
+                path=request.path,
+                error=f"{type(e).__name__}: {e}",
+            )
+            return error_response("native", 500, f"internal simulator error: {type(e).__name__}")
         finally:
             peer = request.remote or ""
-            self.log.access(status, time.monotonic() - t0, peer, request.method, request.path)
-
-    # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _json_bytes(body: bytes, status: int = 200) -> web.Response:
-        return web.Response(
-            status=status, body=body, content_type="application/json", charset="utf-8"
-        )
-
-    @classmethod
-    def _json(cls, obj: Any, status: int = 200) -> web.Response:
-        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        return cls._json_bytes(body, status)
-
-    def _error(self, api: str, status: int, message: str, stage: str = "handler") -> web.Response:
-        if api == "openai":
-            etype = "api_error"
-            if stage == "bind":
-                etype = {400: "invalid_request_error", 404: "not_found_error"}.get(
-                    status, "api_error"
-                )
-            body = {"error": {"message": message, "type": etype, "param": None, "code": None}}
-            return self._json(body, status)
-        return self._json({"error": message}, status)
-
-    def _details(self, m: ModelProfile) -> dict[str, Any]:
-        return {
-            "parent_model": "",
-            "format": "gguf",
-            "family": m.family,
-            "families": [m.family],
-            "parameter_size": m.parameter_size,
-            "quantization_level": m.quantization_level,
-        }
-
-    def _models(self) -> list[ModelProfile]:
-        p = self.config.profile
-        return [p.models[n] for n in p.ordered] if p.ordered else list(p.models.values())
-
-    def _modified_at(self) -> str:
-        return self.started_wall.isoformat()
-
-    async def _body(self, request: web.Request) -> bytes:
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ApiError(413, "http: request body too large") from None
-
-    # ------------------------------------------------------------------ plain endpoints
-
-    async def h_root(self, request: web.Request) -> web.Response:
-        del request
-        return web.Response(text="Ollama is running", content_type="text/plain", charset="utf-8")
-
-    async def h_version(self, request: web.Request) -> web.Response:
-        del request
-        return self._json({"version": VERSION})
-
-    async def h_tags(self, request: web.Request) -> web.Response:
-        del request
-        models = [
-            {
-                "name": m.name,
-                "model": m.name,
-                "modified_at": self._modified_at(),
-                "size": m.size,
-                "digest": m.digest,
-                "details": self._details(m),
-            }
-            for m in self._models()
-        ]
-        return self._json({"models": models})
-
-    async def h_ps(self, request: web.Request) -> web.Response:
-        del request
-        assert self.sched is not None
-        now = time.time()
-        rows = []
-        for r in self.sched.loaded.values():
-            exp = now + r.session if r.expires_at is None else r.expires_at
-            exp_s = _expires_iso(exp)
-            rows.append(
-                (
-                    exp,
-                    {
-                        "name": r.model.name,
-                        "model": r.model.name,
-                        "size": r.size,
-                        "digest": r.model.digest,
-                        "details": self._details(r.model),
-                        "expires_at": exp_s,
-                        "size_vram": r.size_vram,
-                        "context_length": r.num_ctx,
-                    },
-                )
-            )
-        rows.sort(key=lambda x: -x[0] if not math.isinf(x[0]) else -math.inf)
-        return self._json({"models": [row for _, row in rows]})
-
-    async def h_show(self, request: web.Request) -> web.Response:
-        try:
-            req = bind(await self._body(request), "ShowRequest", SHOW_SCHEMA)
-        except BindError as e:
-            return self._error("native", 400, str(e))
-        except ApiError as e:
-            return self._error("native", e.status, e.message)
-        name = req.get("model") or req.get("name") or ""
-        if not name:
-            return self._error("native", 400, "model is required")
-        m = self.config.profile.lookup(name)
-        if m is None:
-            return self._error("native", 404, f"model '{name}' not found")
-        return self._json(self._show(m))
-
-    def _show(self, m: ModelProfile) -> dict[str, Any]:
-        template = "{{ .Prompt }}"
-        modelfile = (
-            '# Modelfile generated by "ollama show"\n'
-            "# To build a new Modelfile based on this, replace FROM with:\n"
-            f"# FROM {m.name}\n\n"
-            f"FROM /simulated/blobs/sha256-{m.digest}\n"
-            f'TEMPLATE "{template}"\n'
-        )
-        return {
-            "license": "",
-            "modelfile": modelfile,
-            "parameters": "",
-            "template": template,
-            "details": self._details(m),
-            "model_info": {
-                "general.architecture": m.family,
-                "general.parameter_count": _param_count(m.parameter_size),
-                f"{m.family}.context_length": m.context_length,
-            },
-            "capabilities": list(m.capabilities),
-            "modified_at": self._modified_at(),
-        }
-
-    async def h_oai_models(self, request: web.Request) -> web.Response:
-        del request
-        created = int(self.started_wall.timestamp())
-        data = [
-            {"id": m.name, "object": "model", "created": created, "owned_by": _owner(m.name)}
-            for m in self._models()
-        ]
-        return self._json({"object": "list", "data": data or None})
-
-    async def h_oai_model(self, request: web.Request) -> web.Response:
-        name = request.match_info["model"]
-        m = self.config.profile.lookup(name)
-        if m is None:
-            return self._error("openai", 404, f"model '{name}' not found")
-        created = int(self.started_wall.timestamp())
-        return self._json(
-            {"id": name, "object": "model", "created": created, "owned_by": _owner(name)}
-        )
-
-    # ------------------------------------------------------------------ inference parsing
-
-    def _common(
-        self, api: str, req: dict[str, Any], need_model_msg: str = "model is required"
-    ) -> _Target:
-        name = req.get("model") or ""
-        if not name:
-            raise ApiError(400, need_model_msg)
-        m = self.config.profile.lookup(name)
-        if m is None:
-            raise ApiError(404, NOT_FOUND.format(name))
-        keep: float | None = None
-        if req.get("keep_alive") is not None:
-            try:
-                keep = request_keep_alive(req["keep_alive"])
-            except DurationError as e:
-                raise ApiError(400, str(e), stage="bind") from None
-        del api
-        return _Target(name, m, keep)
-
-    def _options(self, raw: Any) -> dict[str, Any]:
-        if not isinstance(raw, dict):
-            return {}
-        try:
-            opts, unknown = parse_options(raw)
-        except OptionError as e:
-            raise ApiError(500, str(e)) from None
-        for key in unknown:
-            self.log.warn("invalid option provided", src="types.go:512", option=key)
-        return opts
-
-    def _parse_generate(self, raw: bytes) -> Inference:
-        req = _bind(raw, "GenerateRequest", GENERATE_SCHEMA)
-        target = self._common("native", req)
-        prompt = req.get("prompt") or ""
-        raw_mode = bool(req.get("raw"))
-        if raw_mode and (req.get("template") or req.get("system") or req.get("context")):
-            raise ApiError(400, "raw mode does not support template, system, or context")
-        text = (req.get("system") or "") + prompt
-        read = _Prompt(
-            text=text, offset_text=prompt, overhead=0 if raw_mode else 10, load_only=prompt == ""
-        )
-        return self._native(
-            "generate", req, target, read, feature=("suffix", "insert"), raw=raw_mode
-        )
-
-    def _parse_chat(self, raw: bytes) -> Inference:
-        req = _bind(raw, "ChatRequest", CHAT_SCHEMA, messages=True)
-        target = self._common("native", req)
-        messages = [x for x in (req.get("messages") or []) if isinstance(x, dict)]
-        text = "".join(str(x.get("content") or "") for x in messages)
-        read = _Prompt(
-            text=text, offset_text=text, overhead=4 + 4 * len(messages), load_only=not messages
-        )
-        return self._native("chat", req, target, read, feature=("tools", "tools"))
-
-    def _native(
-        self,
-        kind: str,
-        req: dict[str, Any],
-        target: _Target,
-        read: _Prompt,
-        *,
-        feature: tuple[str, str],
-        raw: bool = False,
-    ) -> Inference:
-        """/api/generate and /api/chat past their own checks.
-
-        ``feature`` is (request field, model capability it needs).
-        """
-        name, m = target.name, target.model
-        _check_think(req, name, m)
-        field, capability = feature
-        if req.get(field) and capability not in m.capabilities:
-            raise ApiError(400, f"{full_name(m.name)} does not support {capability}")
-        opts = self._options(req.get("options"))
-        stream = req.get("stream") is not False
-        offset = word_offset(read.offset_text, opts.get("seed"))
-        renderer = NativeRenderer(kind, name, offset, stream, raw=raw)
-        return _inference(
-            "native",
-            target,
-            read,
-            options=opts,
-            stream=stream,
-            renderer=renderer,
-            truncate=req.get("truncate") is not False,
-        )
-
-    def _oai_options(self, req: dict[str, Any]) -> dict[str, Any]:
-        opts: dict[str, Any] = {}
-        if req.get("max_tokens") is not None:
-            opts["num_predict"] = int(req["max_tokens"])
-        if req.get("seed") is not None:
-            opts["seed"] = int(req["seed"])
-        for key in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
-            if req.get(key) is not None:
-                opts[key] = float(req[key])
-        stop = req.get("stop")
-        if isinstance(stop, str):
-            opts["stop"] = [stop]
-        elif isinstance(stop, list):
-            opts["stop"] = [s for s in stop if isinstance(s, str)]
-        return opts
-
-    def _parse_oai_chat(self, raw: bytes) -> Inference:
-        req = _bind(raw, "ChatCompletionRequest", OAI_CHAT_SCHEMA)
-        messages = req.get("messages") or []
-        if not messages:
-            raise ApiError(400, "[] is too short - 'messages'", stage="bind")
-        parts: list[str] = []
-        for msg in messages:
-            content = msg.get("content") if isinstance(msg, dict) else None
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                for c in content:
-                    if not isinstance(c, dict) or c.get("type") not in ("text", "image_url"):
-                        raise ApiError(400, "invalid message format", stage="bind")
-                    if c.get("type") == "text":
-                        if not isinstance(c.get("text"), str):
-                            raise ApiError(400, "invalid message format", stage="bind")
-                        parts.append(c["text"])
-            elif not (isinstance(msg, dict) and msg.get("tool_calls")):
-                kind = "<nil>" if content is None else type(content).__name__
-                raise ApiError(400, f"invalid message content type: {kind}", stage="bind")
-        text = "".join(parts)
-        read = _Prompt(text=text, offset_text=text, overhead=4 + 4 * len(messages), load_only=False)
-        return self._openai("chat", "chatcmpl", req, read)
-
-    def _parse_oai_completion(self, raw: bytes) -> Inference:
-        req = _bind(raw, "CompletionRequest", OAI_COMPLETION_SCHEMA)
-        prompt = req.get("prompt") or ""
-        read = _Prompt(text=prompt, offset_text=prompt, overhead=10, load_only=prompt == "")
-        return self._openai("completion", "cmpl", req, read)
-
-    def _openai(self, kind: str, id_prefix: str, req: dict[str, Any], read: _Prompt) -> Inference:
-        """/v1/chat/completions and /v1/completions past their own checks."""
-        target = self._common("openai", req)
-        opts = self._oai_options(req)
-        stream = bool(req.get("stream"))
-        so = req.get("stream_options")
-        renderer = OpenAIRenderer(
-            kind,
-            target.name,
-            offset=word_offset(read.offset_text, opts.get("seed")),
-            stream=stream,
-            include_usage=bool(isinstance(so, dict) and so.get("include_usage")),
-            ident=f"{id_prefix}-{random.randint(0, 998)}",
-        )
-        return _inference("openai", target, read, options=opts, stream=stream, renderer=renderer)
-
-    # ------------------------------------------------------------------ inference endpoints
-
-    async def h_generate(self, request: web.Request) -> web.StreamResponse:
-        return await self._infer(request, "native", self._parse_generate, unload_check=True)
-
-    async def h_chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._infer(request, "native", self._parse_chat, unload_check=True)
-
-    async def h_oai_chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._infer(request, "openai", self._parse_oai_chat)
-
-    async def h_oai_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._infer(request, "openai", self._parse_oai_completion)
-
-    async def _infer(
-        self,
-        request: web.Request,
-        api: str,
-        parse: Callable[[bytes], Inference],
-        unload_check: bool = False,
-    ) -> web.StreamResponse:
-        t_request = time.monotonic()
-        try:
-            spec = parse(await self._body(request))
-        except ApiError as e:
-            return self._error(api, e.status, e.message, e.stage)
-        sched = self.sched
-        assert sched is not None
-        self.stats.requests += 1
-        if unload_check and spec.load_only and spec.keep_alive == 0:
-            sched.expire_model(spec.model)
-            return self._json_bytes(spec.renderer.empty("unload"))
-        while self.faults.is_set("generate-hang"):
-            await self.faults.wait_change()
-        num_ctx = int(spec.options.get("num_ctx") or sched.default_num_ctx)
-        num_ctx = max(num_ctx, 4)
-        try:
-            runner = await sched.get_runner(spec.model, num_ctx, spec.keep_alive)
-        except (QueueFull, RunnerError) as e:
-            return self._sched_error(api, e)
-        try:
-            t_loaded = time.monotonic()
-            if spec.load_only:
-                return self._json_bytes(spec.renderer.empty("load"))
-            return await self._generate(request, spec, runner, t_request, t_loaded)
-        finally:
-            sched.release(runner)
-
-    def _sched_error(self, api: str, e: QueueFull | RunnerError) -> web.Response:
-        """503 for a full queue, 500 for a failed load or a dead runner."""
-        return self._error(api, 503 if isinstance(e, QueueFull) else 500, str(e))
-
-    def _lengths(self, spec: Inference, runner: Runner) -> tuple[int, int, str]:
-        """(prompt tokens, tokens to generate, done_reason)."""
-        prompt_tokens = _estimate_tokens(spec.prompt_text) + spec.prompt_overhead
-        ctx = runner.num_ctx
-        if prompt_tokens > ctx:
-            if not spec.truncate:
-                raise ApiError(400, "input length exceeds the context length")
-            self.log.warn(
-                "truncating input prompt",
-                src="runner.go:129",
-                limit=ctx,
-                prompt=prompt_tokens,
-                keep=4,
-                new=ctx,
-            )
-            prompt_tokens = ctx
-        natural = spec.model.response_tokens
-        num_predict = int(spec.options.get("num_predict", -1))
-        if num_predict < 0 or num_predict > 10 * ctx:
-            num_predict = 10 * ctx
-        if 0 < num_predict <= natural:
-            return prompt_tokens, num_predict, "length"
-        return prompt_tokens, natural, "stop"
-
-    async def _generate(
-        self,
-        request: web.Request,
-        spec: Inference,
-        runner: Runner,
-        t_request: float,
-        t_loaded: float,
-    ) -> web.StreamResponse:
-        api = spec.api
-        try:
-            prompt_tokens, n_tokens, reason = self._lengths(spec, runner)
-        except ApiError as e:
-            return self._error(api, e.status, e.message)
-        try:
-            await runner.acquire_slot()
-        except (QueueFull, RunnerError) as e:
-            return self._sched_error(api, e)
-        renderer: Renderer = spec.renderer
-        seq = Sequence(
-            renderer=renderer,
-            sink=Sink(),
-            n_tokens=n_tokens,
-            done_reason=reason,
-            prompt_tokens=prompt_tokens,
-            t_request=t_request,
-            load_s=t_loaded - t_request,
-            lazy=spec.stream,
-        )
-        try:
-            runner.start(seq)
-            if not spec.stream:
-                try:
-                    await seq.done
-                except RunnerError as e:
-                    return self._error(api, 500, str(e))
-                return self._json_bytes(spec.renderer.body(seq))
-            assert seq.first is not None
-            waits: list[asyncio.Future[Any]] = [seq.first, seq.done]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if seq.done.done() and not seq.first.done():
-                exc = seq.done.exception()
-                return self._error(api, 500, str(exc) if exc else "unexpected end of generation")
-            due0 = seq.first.result()
-            resp = web.StreamResponse(status=200, headers={"Content-Type": spec.content_type})
-            await resp.prepare(request)
-            sink = StreamSink(resp)
-            seq.sink = sink
-            runner.emit_first(seq, due0)
-            try:
-                await seq.done
-            except RunnerError as e:
-                if seq.emitted == 0:
-                    seq.write_error(str(e))
-            except ConnectionError:
-                pass
-            await sink.flush()
-            if not sink.broken:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await resp.write_eof()
-            return resp
-        finally:
-            if not seq.finished:
-                self.log.info(
-                    "aborting completion request due to client closing the connection",
-                    src="server.go:1046",
-                )
-                runner.finish(seq, ConnectionResetError("client went away"))
-            runner.release_slot()
-
-    # ------------------------------------------------------------------ control API
-
-    async def h_faults_get(self, request: web.Request) -> web.Response:
-        del request
-        return self._json({"faults": self.faults.snapshot(), "known": sorted(FAULTS)})
-
-    async def h_faults_post(self, request: web.Request) -> web.Response:
-        try:
-            body = json.loads((await request.read()) or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-            set_specs = body.get("set") or []
-            clear = body.get("clear") or []
-            if isinstance(set_specs, str):
-                set_specs = [set_specs]
-            if isinstance(clear, str):
-                clear = [clear]
-            self.faults.apply([str(s) for s in set_specs], [str(c) for c in clear])
-        except (ValueError, FaultError) as e:
-            return self._json({"error": str(e)}, 400)
-        return self._json({"faults": self.faults.snapshot()})
-
-    async def h_state(self, request: web.Request) -> web.Response:
-        del request
-        assert self.sched is not None
-        state = self.sched.describe()
-        state["faults"] = self.faults.snapshot()
-        state["version"] = VERSION
-        state["pid"] = os.getpid()
-        return self._json(state)
-
-    async def h_stats(self, request: web.Request) -> web.Response:
-        del request
-        return self._json(self.stats.snapshot())
-
-    async def h_stats_reset(self, request: web.Request) -> web.Response:
-        del request
-        self.stats.reset()
-        return self._json(self.stats.snapshot())
+            path = request.path  # gin logs URL.Path, then "?" and the raw query if any
+            query = request.raw_path.partition("?")[2]
+            if query:
+                path += "?" + query
+            self.log.access(status, time.monotonic() - t0, peer, request.method, path)
 
 
 def _runner_options() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -925,23 +339,3 @@ def _runner_options() -> tuple[dict[str, Any], dict[str, Any]]:
     else:
         site_kw["shutdown_timeout"] = 1.0
     return runner_kw, site_kw
-
-
-def _check_think(req: dict[str, Any], name: str, m: ModelProfile) -> None:
-    think = req.get("think")
-    if think not in (None, False, "") and "thinking" not in m.capabilities:
-        raise ApiError(400, f'"{name}" does not support thinking')
-
-
-def _owner(name: str) -> str:
-    parts = name.split("/")
-    return parts[-2] if len(parts) >= 2 else "library"
-
-
-def _expires_iso(t: float) -> str:
-    """time.Time JSON of an expiry; forever is now + MaxInt64 ns, as in Go."""
-    tz = datetime.datetime.now().astimezone().tzinfo
-    if math.isinf(t):
-        now = datetime.datetime.now(tz)
-        return (now + datetime.timedelta(microseconds=(2**63 - 1) // 1000)).isoformat()
-    return datetime.datetime.fromtimestamp(t, tz).isoformat()

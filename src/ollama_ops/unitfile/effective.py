@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ollama_ops.errors import ConfigError, UnitSyntaxError
+from ollama_ops.unitfile import inroot
 from ollama_ops.unitfile.syntax import Assignment, UnitFile, UnitReadError, parse
 
 # Dependencies cannot be reset by an empty assignment: systemd ignores it.
@@ -98,41 +99,9 @@ _SEARCH_DIRS = (
     "run/systemd/generator.late",
 )
 
-_MAX_LINKS = 40
-
 
 def _inside(root: Path, path: str) -> Path:
-    """The host path of ``path`` (absolute, as seen inside root), symlinks resolved within root.
-
-    Absolute link targets are taken relative to the root, as systemd does
-    with --root; ``..`` never climbs above it. Missing components are kept
-    as they are.
-    """
-    parts = list(PurePosixPath(path).parts[1:])
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        current = root.joinpath(*resolved, part)
-        if current.is_symlink():
-            links += 1
-            if links > _MAX_LINKS:
-                raise UnitReadError(f"{path}: too many levels of symbolic links under {root}")
-            target = os.readlink(current)
-            if target.startswith("/"):
-                resolved = []
-            parts = list(PurePosixPath(target).parts) + parts
-            if parts and parts[0] == "/":
-                parts.pop(0)
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
+    return inroot.resolve(root, path)
 
 
 def unit_search_path(root: Path) -> list[Path]:
@@ -174,13 +143,10 @@ def _is_unit_file(root: Path, inside: str) -> bool:
 
 
 def _read(root: Path, inside: str) -> UnitFile:
-    host = _inside(root, inside)
     try:
-        data = host.read_bytes()
-    except OSError as exc:
-        raise UnitReadError(
-            f"cannot read {inside} (under {root}): {exc.strerror}; check it exists and is readable"
-        ) from None
+        data = inroot.read_bytes(root, inside)
+    except inroot.RootFileError as exc:
+        raise UnitReadError(f"{exc}; check it exists and is a readable file") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

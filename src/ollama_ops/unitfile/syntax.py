@@ -17,7 +17,10 @@ being dropped.
 
 ``render`` is the only way this package writes unit files. It refuses any
 name or value that could escape its line or its directive, so that for any
-value it accepts, ``parse(render(...))`` gives back exactly that value.
+value it accepts, ``parse(render(...))`` gives back exactly that value; and
+a value of a directive in ``unitfile.directives`` must parse as that
+directive's grammar (``unitfile.grammar``), so that systemd reads exactly the
+words meant (no ``any`` smuggled into IPAddressAllow= after a space).
 
 The effective unit (fragment plus drop-ins) lives in ``unitfile.effective``.
 """
@@ -30,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ollama_ops.errors import OpsError, UnitSyntaxError, UnsafeValueError
+from ollama_ops.unitfile import directives, grammar
+from ollama_ops.unitfile.paths import is_plain_path
 
 __all__ = [
     "Assignment",
@@ -37,6 +42,7 @@ __all__ = [
     "UnitFile",
     "UnitReadError",
     "escape_specifiers",
+    "is_plain_path",
     "parse",
     "parse_environment",
     "quote_environment",
@@ -195,6 +201,13 @@ def _check_value(section: str, key: str, value: str) -> None:
         raise UnsafeValueError(
             f"{what} has leading or trailing blanks, which systemd strips; remove them"
         )
+    known = directives.lookup(key)
+    if known is not None and known.accepted_in(section) is not None:
+        bad = grammar.problem(known.grammar, value)
+        if bad is not None:
+            raise UnsafeValueError(
+                f"{what} {bad}; {key}= takes {known.grammar.value} ({known.sample or 'see man'})"
+            )
 
 
 def render(sections: Sequence[Section], header: Sequence[str] = ()) -> str:
@@ -221,15 +234,6 @@ def render(sections: Sequence[Section], header: Sequence[str] = ()) -> str:
             _check_value(section, key, value)
             out.append(f"{key}={value}")
     return "\n".join(out) + "\n" if out else ""
-
-
-_PLAIN_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
-
-
-def is_plain_path(text: str) -> bool:
-    """An absolute path that stands as one word in any directive: no spaces,
-    quotes, '%' specifiers, control characters, '..' or '//'."""
-    return bool(_PLAIN_PATH_RE.match(text)) and "/../" not in f"{text}/" and "//" not in text
 
 
 def escape_specifiers(value: str) -> str:
