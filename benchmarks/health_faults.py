@@ -195,6 +195,7 @@ def generation_ok(c: Container) -> bool:
 def clean_start(c: Container, d: Design, grace: float = 31.0) -> None:
     """A fresh ollama.service with the model loaded, up longer than the start-up grace,
     and a fresh supervisor (each fault is measured on its own, as the guide's timer is)."""
+    c.systemctl("reset-failed", UNIT, check=False)  # the benchmark's own restarts count too
     c.systemctl("restart", UNIT, timeout=180)
     c.wait_active(UNIT, timeout=120)
     load_model(c, MODEL)

@@ -97,6 +97,8 @@ class Actor:
             if not models:
                 steps.append("unload: no model loaded")
         elif action is Action.RESTART_UNIT:
+            # Our restarts are budgeted already: systemd's start limit is for crash loops.
+            self._cmd(["systemctl", "reset-failed", self.unit], steps)
             ok = self._cmd(["systemctl", "restart", "--no-block", self.unit], steps)
         elif action is Action.KILL_AND_START:
             killed = self._cmd(["systemctl", "kill", "--signal=SIGKILL", self.unit], steps)
