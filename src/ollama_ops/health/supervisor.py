@@ -310,8 +310,6 @@ class Supervisor:
 
     def _act(self, d: Decision, snap: Snapshot) -> None:
         assert d.action is not None
-        key = (d.action.value, d.problem.value if d.problem else "")
-        self._actions[key] = self._actions.get(key, 0) + 1
         if self.opts.observe_only:
             self.journal.send(
                 f"observe only: would {d.action.value}",
@@ -319,6 +317,8 @@ class Supervisor:
                 {"event": "observed", "action": d.action.value},
             )
             return
+        key = (d.action.value, d.problem.value if d.problem else "")
+        self._actions[key] = self._actions.get(key, 0) + 1
         models = tuple(m.name for m in snap.api.models or ())
         if not models and self.deep is not None:
             latest = self.deep.latest()
