@@ -114,6 +114,9 @@ class LogEvidence:
         if kind is not None:
             self.tracker.add(Event(self.clock() if at is None else at, kind[0], kind[1]))
 
+    def expect(self, at: float) -> None:
+        del at
+
     def progress(self, now: float, window: float) -> Progress:
         for buf in self.sources:
             text = buf.getvalue()

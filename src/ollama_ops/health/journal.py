@@ -128,11 +128,11 @@ class JournalFollower:
         self.tracker = Tracker()
         self.readable = False
         self.detail = "journal not read yet"
-        # The supervisor's own probes put an access line in the journal every second: a
-        # follower that reads nothing for this long is not reading (filtered, or stuck).
+        # The supervisor's own answered probes put access lines in the journal: when none
+        # arrives this long after one was expected, the follower is not reading (filtered,
+        # stuck). A silent, hung server is not that: nothing is expected of it.
         self.silent_after = silent_after
-        self._last_entry: float | None = None
-        self._started: float | None = None
+        self._expected: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
@@ -154,14 +154,20 @@ class JournalFollower:
         with self._lock:
             if not self.readable:
                 return Progress(readable=False, detail=self.detail)
-            heard = self._last_entry if self._last_entry is not None else self._started
-            if heard is not None and self.clock() - heard > self.silent_after:
+            waited = None if self._expected is None else self.clock() - self._expected
+            if waited is not None and waited > self.silent_after:
                 return Progress(
                     readable=False,
-                    detail=f"journal unreadable: no entry of {self.unit} for "
-                    f"{self.clock() - heard:.0f}s, not even the checker's own requests",
+                    detail=f"journal unreadable: no entry of {self.unit} for {waited:.0f}s "
+                    "after Ollama answered the checker's own requests",
                 )
             return self.tracker.progress(now, window)
+
+    def expect(self, at: float) -> None:
+        """Ollama answered a request at ``at``: an access line should follow."""
+        with self._lock:
+            if self._expected is None:
+                self._expected = at
 
     def feed(self, line: str) -> None:
         """One line of journalctl's output (an entry, or journalctl's own complaint)."""
@@ -175,7 +181,8 @@ class JournalFollower:
         kind = classify(entry[1], self.ignore)
         with self._lock:
             self.readable = True
-            self._last_entry = self.clock()
+            if self._expected is not None and self.clock() >= self._expected:
+                self._expected = None
             if kind is not None:
                 self.tracker.add(Event(entry[0], kind[0], kind[1]))
 
@@ -198,9 +205,8 @@ class JournalFollower:
                 self._stop.wait(self.retry_after)
                 continue
             with self._lock:
-                # Readable until journalctl complains, or says nothing for too long.
+                # Readable until journalctl complains, or says nothing when it should.
                 self.readable, self.detail = True, ""
-                self._started = self.clock() if self._started is None else self._started
             assert self._proc.stdout is not None
             for line in self._proc.stdout:
                 self.feed(line)
@@ -223,6 +229,9 @@ class RecentJournal:
         self.unit = unit
         self.history = history
         self.ignore = ignore
+
+    def expect(self, at: float) -> None:
+        del at  # each question reads the journal afresh: nothing to watch for
 
     def progress(self, now: float, window: float) -> Progress:
         del now  # recent() measures ages against the runtime's clock

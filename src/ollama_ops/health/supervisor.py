@@ -60,6 +60,7 @@ CLOCK_JUMP_HOLD_S = 900.0
 
 class Evidence(Protocol):
     def progress(self, now: float, window: float) -> Progress: ...
+    def expect(self, at: float) -> None: ...  # Ollama answered us: an access line will follow
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,7 @@ class Supervisor:
         jumped = self._clock_jumped(now)
         live = api.liveness(self.http, self.opts.live_deadline_s)
         if live.ok:
+            self.evidence.expect(now)
             self._live_fail_since = None
             models, self._ps_detail = api.loaded(
                 self.http, self.rt.wall_clock(), self.opts.live_deadline_s
