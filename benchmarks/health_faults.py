@@ -12,7 +12,7 @@ and a one-token generation answers again (or the observation cap passes).
   systemd's default AccuracySec=1min, GET /api/tags with a 10 s limit, restart
   after one failure), with python3's urllib in place of curl and 127.0.0.1 in
   place of localhost, which Debian's minimal container lacks; the supervisor is
-  masked meanwhile.
+  moved out of the way meanwhile.
 
 Reported per fault and design: when the design first acted (detection), when a
 generation answered again (recovery), and actions taken where none were due
@@ -119,6 +119,8 @@ Type=oneshot
 ExecStart=/opt/ollama/healthcheck.sh
 """
 CONFIG = BASE_CONFIG + "startup_grace = 30\n"
+WATCH_PATH = f"/etc/systemd/system/{WATCH}"
+PARKED = "/root/ollama-ops-watch.service.parked"
 
 
 @dataclass
@@ -148,7 +150,9 @@ class Supervisor(Design):
     def activate(self) -> None:
         c = self.c
         c.systemctl("disable", "--now", "ollama-healthcheck.timer", check=False)
-        c.systemctl("unmask", "--runtime", WATCH, check=False)
+        if c.exists(PARKED):
+            c.exec(["mv", PARKED, WATCH_PATH])
+            c.systemctl("daemon-reload")
         c.systemctl("restart", WATCH)
         c.wait_active(WATCH, timeout=60)
 
@@ -161,8 +165,10 @@ class Guide(Design):
 
     def activate(self) -> None:
         c = self.c
+        # Out of the way entirely: ollama.service's Wants= would start it again on a restart,
+        # and a runtime mask does not beat a unit file in /etc.
         c.systemctl("stop", WATCH)
-        c.systemctl("mask", "--runtime", WATCH)
+        c.exec(["mv", WATCH_PATH, PARKED])
         c.write_file("/opt/ollama/healthcheck.sh", GUIDE_SCRIPT, mode=0o755)
         c.write_file("/etc/systemd/system/ollama-healthcheck.service", GUIDE_SERVICE)
         c.write_file("/etc/systemd/system/ollama-healthcheck.timer", GUIDE_TIMER)
