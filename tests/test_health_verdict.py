@@ -124,6 +124,15 @@ def test_generation_stuck_in_the_queue_while_others_complete_is_busy() -> None:
     assert v.state is State.BUSY
 
 
+def test_a_request_that_finished_as_the_hang_began_proves_nothing_later() -> None:
+    # The first failed probe began 30 s ago; one stream finished just after, none since.
+    p = progress(last_completion_age_s=29.5)
+    v = assess(snap(models=[model()], deep=deep_failing(6, span=30.0), progress=p))
+    assert v.state is State.HUNG
+    silent = assess(snap(live=timeout(2.0), live_failing_for=30.0, progress=p))
+    assert silent.state is State.HUNG
+
+
 def test_503s_while_others_complete_is_busy_never_hung() -> None:
     deep = deep_failing(5, outcome=DeepOutcome.BUSY, detail="HTTP 503 server busy")
     v = assess(

@@ -31,8 +31,10 @@ class Thresholds:
     load_grace_s: float = 300.0  # a load longer than OLLAMA_LOAD_TIMEOUT (5m) explains nothing
     vram_full_ratio: float = 0.97
     slow_s: float = 1.0  # `GET /` slower than this counts as busy
-    # A completion counts as progress only when logged after the first failed probe began.
+    # A completion counts as progress only when logged after the first failed probe began,
+    # and only while recent: a request that finished as the hang began proves nothing later.
     slack_s: float = 0.0
+    progress_window_s: float = 15.0
 
 
 def _s(seconds: float) -> str:
@@ -83,7 +85,7 @@ def _liveness_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
                 "cannot tell busy from hung",
             ),
         )
-    if _completed_within(s, span, t):
+    if _completed_within(s, min(span, t.progress_window_s), t):
         return Verdict(
             State.BUSY,
             (Problem.SLOW,),
@@ -139,7 +141,7 @@ def _stuck_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
         past = -m.expires_in_s
         if deep is not None and deep.model == m.name and deep.outcome is DeepOutcome.OK:
             continue  # it still generates: in use past its old expiry, not stuck
-        if _completed_within(s, past, t):
+        if _completed_within(s, min(past, 4 * t.progress_window_s), t):
             continue  # requests complete since it expired: a model in constant use
         return Verdict(
             State.STUCK,
@@ -170,7 +172,7 @@ def _deep_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
             (f"{what}: a model has been loading for {_s(p.loading_for_s)}",),
         )
     span = max(deep.failing_for_s, deep.latency_s or 0.0)
-    if _completed_within(s, span, t):
+    if _completed_within(s, min(span, t.progress_window_s), t):
         problem = Problem.QUEUE_FULL if deep.outcome is DeepOutcome.BUSY else Problem.SLOW
         return Verdict(State.BUSY, (problem,), (f"{what}, but other requests complete",))
     if deep.outcome is DeepOutcome.ERROR:
