@@ -66,11 +66,11 @@ def install_prometheus_client(c: Container) -> None:
 def setup(c: Container, config: str = BASE_CONFIG) -> None:
     """The official installer's layout, then `ollama-ops apply` with ``config``."""
     create_ollama_user(c)
+    install_ollama_ops(c)
+    install_prometheus_client(c)
     install_simulator_as_ollama(c)
     write_installer_unit(c, start=True)
     c.wait_active(UNIT)
-    install_ollama_ops(c)
-    install_prometheus_client(c)
     for tool in ("rmmod", "modprobe"):
         c.write_file(f"/usr/local/sbin/{tool}", STAND_IN, mode=0o755)
     c.write_file(CONFIG, config)
