@@ -12,11 +12,15 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_ops.cli.common import Env
 from ollama_ops.cli.health import add_target, target
 from ollama_ops.errors import ConfigError
+
+if TYPE_CHECKING:  # imported when the command runs: `plan` and the rest never load them
+    from ollama_ops.health.policy import PolicyState
+    from ollama_ops.health.supervisor import WatchOptions
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,7 +68,8 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def options(args: argparse.Namespace) -> Any:
+def options(args: argparse.Namespace) -> tuple[WatchOptions, str]:
+    """The supervisor's options and the metrics address (empty: none)."""
     from ollama_ops.health.policy import PolicyConfig
     from ollama_ops.health.supervisor import WatchOptions
     from ollama_ops.model import config as config_mod
@@ -99,7 +104,7 @@ def options(args: argparse.Namespace) -> Any:
     )
 
 
-def _load_state(path: str | None) -> Any:
+def _load_state(path: str | None) -> PolicyState:
     from ollama_ops.health.journal import boot_id
     from ollama_ops.health.policy import PolicyState, state_from_dict
 
@@ -114,7 +119,7 @@ def _load_state(path: str | None) -> Any:
     return state_from_dict(data.get("policy"))
 
 
-def _save_state(path: str | None, state: Any) -> None:
+def _save_state(path: str | None, state: PolicyState) -> None:
     from ollama_ops.health.journal import boot_id
     from ollama_ops.health.policy import state_to_dict
 

@@ -9,7 +9,6 @@ bytes, ratios, celsius, watts), ``_total`` for counters.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ollama_ops.errors import ConfigError
 from ollama_ops.health.model import Snapshot, State, Verdict
 from ollama_ops.health.policy import PolicyState
+from ollama_ops.health.settings import check_listen
 
 
 @dataclass(frozen=True)
@@ -203,22 +203,6 @@ def registry_for(board: Board) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HealthCollector(board))
     return registry
-
-
-def check_listen(address: str) -> tuple[str, int]:
-    """ "127.0.0.1:9839" -> (host, port); only loopback addresses (the metrics are not for the LAN)."""
-    host, sep, port_text = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        port = int(port_text)
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        port, loopback = 0, False
-    if not sep or not 0 < port < 65536 or not loopback:
-        raise ConfigError(
-            f"metrics address {address!r} must be a loopback address and port, e.g. 127.0.0.1:9839"
-        )
-    return host, port
 
 
 def serve(board: Board, address: str) -> Callable[[], None]:

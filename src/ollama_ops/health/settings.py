@@ -7,6 +7,7 @@ so the config can import it without a cycle.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,8 +106,6 @@ def parse_watch(table: Mapping[str, Any], where: Callable[[str], str]) -> WatchC
 def _metrics(value: object, where: str) -> str:
     if value == "":
         return ""
-    from ollama_ops.health.metrics import check_listen  # prometheus_client, only when set
-
     if not isinstance(value, str):
         raise ConfigError(f'{where} = {value!r} must be a string such as "127.0.0.1:9839"')
     try:
@@ -114,3 +113,19 @@ def _metrics(value: object, where: str) -> str:
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     return value
+
+
+def check_listen(address: str) -> tuple[str, int]:
+    """ "127.0.0.1:9839" -> (host, port); only loopback addresses (the metrics are not for the LAN)."""
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        port, loopback = 0, False
+    if not sep or not 0 < port < 65536 or not loopback:
+        raise ConfigError(
+            f"metrics address {address!r} must be a loopback address and port, e.g. 127.0.0.1:9839"
+        )
+    return host, port
