@@ -22,6 +22,7 @@ from ollama_ops.cli import (
     export,
     facts,
     gpu,
+    health,
     instance,
     logs,
     memory,
@@ -30,6 +31,7 @@ from ollama_ops.cli import (
     rollback,
     simulate,
     tune,
+    watch,
 )
 from ollama_ops.cli.common import Env
 from ollama_ops.errors import ExitStatus, OpsError, exit_codes_help, exit_status
@@ -47,6 +49,8 @@ COMMANDS = (
     memory,
     config,
     instance,
+    health,
+    watch,
     export,
     simulate,
     bench,

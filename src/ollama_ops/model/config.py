@@ -31,6 +31,7 @@ from ollama_ops.unitfile.grammar import MAX_CPUS, cpu_ranges
 from ollama_ops.unitfile.paths import is_plain_path, normalize, writable_problem
 
 if TYPE_CHECKING:
+    from ollama_ops.health.settings import WatchConfig
     from ollama_ops.model.instances import FrontDoorConfig, InstanceConfig
 
 if sys.version_info >= (3, 11):
@@ -406,6 +407,7 @@ class DeploymentConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)  # see ollama_ops.models
     instances: tuple[InstanceConfig, ...] = ()  # [instances.NAME], model/instances.py
     frontdoor: FrontDoorConfig | None = None  # [frontdoor], model/instances.py
+    watch: WatchConfig = field(default_factory=lambda: _watch({}, "watch", ""))  # health/settings
     source: str | None = None  # where it was read from, for messages
     # Dotted names of the keys the operator set, so `plan` can say "from the file".
     set_keys: frozenset[str] = frozenset()
@@ -487,6 +489,13 @@ def _instances(table: Mapping[str, Any], name: str, src: str) -> Any:
     return parse_instances(table, src)
 
 
+def _watch(table: Mapping[str, Any], name: str, src: str) -> Any:
+    from ollama_ops.health.settings import WATCH_KEYS, parse_watch
+
+    _check_keys(table, WATCH_KEYS, f"{name}.", src)
+    return parse_watch(table, lambda key: f"{src}: {key}")
+
+
 def _frontdoor(table: Mapping[str, Any], name: str, src: str) -> Any:
     from ollama_ops.model.instances import parse_frontdoor
 
@@ -505,8 +514,13 @@ SECTIONS: dict[str, tuple[Callable[[Mapping[str, Any], str, str], Any], str]] = 
     "models": (_keyed(ModelsConfig), "models apply pulls and keeps warm"),
     "instances": (_instances, "more instances ollama@NAME: gpus, port, limits (docs/instances.md)"),
     "frontdoor": (_frontdoor, "nginx in front of the instances (docs/instances.md)"),
+    "watch": (_watch, "the supervisor ollama-ops-watch and its policy (docs/health.md)"),
 }
-_SECTION_EXAMPLES = {"instances": "[instances.fast] gpus = [0]", "frontdoor": 'listen = "..."'}
+_SECTION_EXAMPLES = {
+    "instances": "[instances.fast] gpus = [0]",
+    "frontdoor": 'listen = "..."',
+    "watch": "enabled = true",
+}
 
 
 def _check_limits(limits: LimitsConfig, src: str) -> None:

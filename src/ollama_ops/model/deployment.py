@@ -11,6 +11,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ollama_ops.health.unitplan import WatchPlan
     from ollama_ops.model.instances import InstancesPlan
 
 DROPIN_NAME = "50-ollama-ops.conf"
@@ -49,6 +50,7 @@ class Deployment:
     bind_host: str
     bind_port: int
     notes: tuple[str, ...] = ()
+    watch: WatchPlan | None = None  # health: the supervisor's (or the check timer's) units
     instances: InstancesPlan | None = None  # ollama@.service, its instances, the front door
     # Other files the plan writes beside the unit (journald config), as (path, text).
     files: tuple[tuple[str, str], ...] = ()
@@ -75,11 +77,16 @@ class Deployment:
 
     @property
     def api_url(self) -> str:
-        host = self.bind_host
-        if host in ("0.0.0.0", ""):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.bind_port}"
+        return api_url(self.bind_host, self.bind_port)
+
+
+def api_url(bind_host: str, port: int) -> str:
+    """The URL local clients (apply, health checks) reach a server bound to bind_host:port at."""
+    host = bind_host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

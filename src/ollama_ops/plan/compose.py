@@ -11,10 +11,11 @@ puts the rules together.
 from __future__ import annotations
 
 from ollama_ops.errors import PlanError
+from ollama_ops.health import unitplan
 from ollama_ops.logs import plan as logs_plan
 from ollama_ops.model.bind import is_loopback, validate_bind
 from ollama_ops.model.config import DeploymentConfig
-from ollama_ops.model.deployment import Deployment, Section, Source
+from ollama_ops.model.deployment import Deployment, Section, Source, api_url
 from ollama_ops.model.facts import INSTALLER_HOME, HostFacts
 from ollama_ops.models import rules as models_rules
 from ollama_ops.plan import guide, hardening, instances, sizing
@@ -185,6 +186,7 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
     bind_text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sizing.ollama_env(b, facts, cfg, bind_text, models)
     logs_plan.settings(b, cfg.logs, cfg.set_keys)
+    unitplan.service_settings(b, cfg, api_url(host, port))
 
     base: tuple[tuple[Section, str, str], ...] = ()
     write_base = installed.unit_path is None
@@ -226,5 +228,12 @@ def build(facts: HostFacts, cfg: DeploymentConfig) -> Deployment:
         bind_port=port,
         notes=tuple(notes),
         files=tuple(logs_plan.files(cfg.logs, facts.systemd_version).items()),
+        watch=unitplan.watch_plan(  # health: [watch]
+            cfg,
+            api_url(host, port),
+            [n for n, _s, _r in networks],
+            bool(facts.nvidia_gpus),
+            facts.systemd_version,
+        ),
     )
     return instances.attach(facts, cfg, main)  # ollama@.service and its instances, if any

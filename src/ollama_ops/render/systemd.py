@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ollama_ops.health.unitplan import render_watch
 from ollama_ops.model.deployment import MODULES_LOAD_PATH, Deployment, Section
 from ollama_ops.unitfile import syntax as unit
 
@@ -64,4 +65,6 @@ def render(deployment: Deployment) -> dict[str, str]:
         from ollama_ops.render import instances
 
         files.update(instances.render(deployment.instances))
+    if deployment.watch is not None:  # health: [watch] enabled
+        files.update(render_watch(deployment.watch, deployment.unit_name))
     return files
