@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -498,7 +499,10 @@ def test_the_question_is_asked_only_on_a_terminal(answer: str, kept: bool) -> No
 
         confirm = confirm_on_terminal(False, Path("/etc/x.toml"), writer, reader, restore)
         assert confirm(winner) is kept
-        asked = typed.read(300).decode()
+        # A pty hands out what was written in pieces: read until the question is all there.
+        asked = ""
+        while "[y/N]" not in asked and select.select([typed], [], [], 5)[0]:
+            asked += typed.read(300).decode()
     # The original comes back before the question: nobody answering leaves it running.
     assert restored == ["restore"]
     assert "tune: restored the original configuration" in asked
