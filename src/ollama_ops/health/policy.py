@@ -8,7 +8,8 @@ monit's known trap, docker-autoheal's forks):
   UNKNOWN (the checker's own failure) breaks the streak, never extends it;
 * no action within ``startup_grace_s`` of the unit's start (at least a model load);
 * after each action a cooldown, doubled for each action in the window;
-* at most ``max_actions`` per ``window_s``; then give up loudly and wait;
+* at most ``max_actions`` per ``window_s``; then give up loudly and wait (at once, when
+  the problem outlives the last action the budget allowed: no cooldown to sit out);
 * the ladder climbs while the same problem persists (unload, restart, kill);
 * counters, ladder and give-up reset only after health has held for
   ``healthy_reset_s`` — never merely because an action was taken.
@@ -172,12 +173,6 @@ def step(
         return state, Decision(
             Kind.WAIT, f"start-up grace, {_fmt(left)} left: {verdict.summary}", problem=problem
         )
-    last = state.last_action_at
-    if last is not None and now - last < cfg.cooldown(len(actions)):
-        left = cfg.cooldown(len(actions)) - (now - last)
-        return state, Decision(
-            Kind.WAIT, f"cooldown, {_fmt(left)} left: {verdict.summary}", problem=problem
-        )
     if len(actions) >= cfg.max_actions:
         return replace(state, gave_up=True), Decision(
             Kind.GIVE_UP,
@@ -185,6 +180,12 @@ def step(
             f"waiting for health to hold {_fmt(cfg.healthy_reset_s)} or an operator: "
             f"{verdict.summary}",
             problem=problem,
+        )
+    last = state.last_action_at
+    if last is not None and now - last < cfg.cooldown(len(actions)):
+        left = cfg.cooldown(len(actions)) - (now - last)
+        return state, Decision(
+            Kind.WAIT, f"cooldown, {_fmt(left)} left: {verdict.summary}", problem=problem
         )
     ladder = LADDERS[problem]
     action = ladder[min(state.step, len(ladder) - 1)]
