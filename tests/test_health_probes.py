@@ -225,6 +225,7 @@ GIN = '[GIN] 2026/08/21 - 10:00:00 | {status} |  5.05s | 127.0.0.1 | POST     "{
             Kind.LIBRARY,
         ),
         ('msg="Listening on 127.0.0.1:11434 (version 0.33.0)"', Kind.START),
+        ("Suppressed 4242 messages from ollama.service", Kind.SUPPRESSED),
     ],
 )
 def test_log_lines_are_classified(line: str, kind: Kind) -> None:
@@ -261,6 +262,13 @@ def test_tracker_counts_a_window_and_follows_loads() -> None:
     t.add(logscan.Event(71.0, Kind.LOAD_DONE))
     assert t.progress(72.0, 30.0).loading_for_s is None
     assert t.totals[Kind.COMPLETION] == 2
+
+
+def test_lines_journald_dropped_make_the_evidence_incomplete() -> None:
+    t = logscan.Tracker()
+    t.add(logscan.Event(10.0, Kind.SUPPRESSED, "4242"))
+    assert not t.progress(20.0, 60.0).readable
+    assert t.progress(80.0, 60.0).readable
 
 
 def test_a_new_server_process_ends_a_load_and_the_old_ones_errors() -> None:

@@ -151,7 +151,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
             f"OLLAMA {verdict.status.name} - {verdict.state.value}: {verdict.summary}\n"
         )
         return int(verdict.status)
-    follower = journal.JournalFollower(opts.unit, ignore_clients=ignore).start()
+    follower = journal.JournalFollower(
+        opts.unit, ignore_clients=ignore, namespace=journal.namespace_args(rt, opts.unit)
+    ).start()
     board = metrics.Board()
     close_metrics = metrics.serve(board, metrics_address) if metrics_address else None
     sup = Supervisor(

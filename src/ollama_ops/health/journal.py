@@ -16,7 +16,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ollama_ops.errors import CommandError
@@ -79,8 +79,22 @@ def _unreadable_reason(stderr: str) -> str | None:
     return None
 
 
+def namespace_args(rt: Runtime, unit: str) -> list[str]:
+    """``--namespace=+NAME`` when the unit logs to its own journal (LogNamespace=, [logs])."""
+    from ollama_ops.logs.journal import namespace_of
+
+    namespace = namespace_of(rt, unit)
+    return [f"--namespace=+{namespace}"] if namespace else []
+
+
 def recent(
-    rt: Runtime, unit: str, seconds: float, window: float, ignore: frozenset[str] = frozenset()
+    rt: Runtime,
+    unit: str,
+    seconds: float,
+    window: float,
+    ignore: frozenset[str] = frozenset(),
+    *,
+    namespace: list[str] | None = None,
 ) -> Progress:
     """The evidence of the last ``seconds`` of ``unit``'s journal, counted over ``window``.
 
@@ -88,6 +102,7 @@ def recent(
     """
     argv = ["journalctl", "-u", unit, f"--since=-{max(1, int(seconds))}s"]
     argv += ["-o", "json", "--no-pager", "-q"]
+    argv += namespace_args(rt, unit) if namespace is None else namespace
     try:
         done = rt.run(argv, check=False, timeout=20)
     except CommandError as exc:
@@ -115,14 +130,15 @@ class JournalFollower:
         argv: list[str] | None = None,
         retry_after: float = 5.0,
         ignore_clients: frozenset[str] = frozenset(),
-        silent_after: float = 30.0,
+        silent_after: float = 10.0,
+        namespace: Sequence[str] = (),
     ) -> None:
         self.unit = unit
         self.ignore = ignore_clients
         self.clock = clock
         self.argv = argv or [
             *("journalctl", "-u", unit, "-f", f"--since=-{int(history)}s"),
-            *("-o", "json", "--no-pager", "-q"),
+            *("-o", "json", "--no-pager", "-q", *namespace),
         ]
         self.retry_after = retry_after
         self.tracker = Tracker()
@@ -229,10 +245,18 @@ class RecentJournal:
         self.unit = unit
         self.history = history
         self.ignore = ignore
+        self.namespace = namespace_args(rt, unit)
 
     def expect(self, at: float) -> None:
         del at  # each question reads the journal afresh: nothing to watch for
 
     def progress(self, now: float, window: float) -> Progress:
         del now  # recent() measures ages against the runtime's clock
-        return recent(self.rt, self.unit, max(self.history, window), window, self.ignore)
+        return recent(
+            self.rt,
+            self.unit,
+            max(self.history, window),
+            window,
+            self.ignore,
+            namespace=self.namespace,
+        )

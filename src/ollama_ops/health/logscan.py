@@ -28,6 +28,7 @@ class Kind(str, Enum):
     OOM = "oom"  # runner OOM, CUDA OOM, the kernel's oom-kill of a unit process
     LIBRARY = "library"  # "inference compute ... library=cuda" at start-up
     START = "start"  # "Listening on ...": a new server process
+    SUPPRESSED = "suppressed"  # journald dropped lines of the unit (its rate limit)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ _OOM = re.compile(
 _GPU_ERROR = re.compile(
     r"CUDA error|cudart init failure|GPU is lost|fallen off the bus|NVML_ERROR_GPU_IS_LOST"
 )
+_SUPPRESSED = re.compile(r"Suppressed (?P<n>[0-9]+) messages from")
 _LIBRARY = re.compile(r"inference compute.*?\blibrary=\"?(?P<lib>[A-Za-z]+)")
 
 
@@ -108,6 +110,9 @@ def classify(message: str, ignore_clients: frozenset[str] = frozenset()) -> tupl
         return Kind.LIBRARY, lib.group("lib").lower()
     if "Listening on " in message:
         return Kind.START, ""
+    suppressed = _SUPPRESSED.search(message)
+    if suppressed:
+        return Kind.SUPPRESSED, suppressed.group("n")
     return None
 
 
@@ -128,6 +133,7 @@ class Tracker:
         self.loading_since: float | None = None
         self.library: str | None = None
         self.last_gpu_error = ""
+        self.suppressed_at: float | None = None
         self.totals: dict[Kind, int] = {}  # since the tracker started, for counters
         self._seconds: deque[tuple[int, dict[Kind, int]]] = deque()
 
@@ -150,6 +156,8 @@ class Tracker:
                     del by_kind[kind]
         elif ev.kind is Kind.LIBRARY:
             self.library = ev.detail
+        elif ev.kind is Kind.SUPPRESSED:
+            self.suppressed_at = ev.at
         elif ev.kind is Kind.GPU_ERROR:
             self.last_gpu_error = ev.detail
             if _LOAD_FAILED.search(ev.detail):  # a load that failed on the GPU has ended
@@ -164,6 +172,11 @@ class Tracker:
                 self._seconds.popleft()
 
     def progress(self, now: float, window: float) -> Progress:
+        if self.suppressed_at is not None and now - self.suppressed_at < window:
+            return Progress(
+                readable=False,
+                detail="journal incomplete: journald dropped lines of the unit (its rate limit)",
+            )
         since = now - window
         counts: dict[Kind, int] = {}
         for second, by_kind in self._seconds:
