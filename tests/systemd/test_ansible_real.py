@@ -278,7 +278,8 @@ def test_a_failing_host_is_rolled_back_and_the_play_stops_before_the_next(
     assert unhealthy.rc != 0
     assert unhealthy.recap["trixie-64g"]["rescued"] == 1
     final = unhealthy.fatal["trixie-64g"][-1]
-    assert final.startswith("health gate: ollama.service is "), final
+    # The gate is `ollama-ops health --deep` since health landed (API and unit state before).
+    assert final.startswith("health gate: "), final
     # the one-line summary of `ollama-ops rollback --json`
     assert "; rolled back: rollback: the files under / are as they were before generation " in final
     assert "\n" not in final
