@@ -284,6 +284,19 @@ def run_gpu_lost(c: Container, d: Design, cap: float) -> Outcome:
     return out
 
 
+def run_stuck_unload(c: Container, d: Design, cap: float) -> Outcome:
+    clean_start(c, d)
+    fault(c, "stuck-unload")  # the model is told to unload at its expiry and never does
+    load_model(c, MODEL, keep_alive="1s")
+    began = time.monotonic() + 1.0  # its expiry
+    time.sleep(1.0)
+    out = watch(c, d, began, cap)
+    if out.recovered is None and api_up(c):
+        fault(c, clear=("*",))
+        out.note = "never detected; fault cleared by hand"
+    return out
+
+
 def run_load_flood(c: Container, d: Design, seconds: float = 60.0) -> Outcome:
     clean_start(c, d)
     began = time.monotonic()
@@ -334,6 +347,7 @@ FAULTS: dict[str, Callable[[Container, Design, float], Outcome]] = {
     "generate-hang idle": run_generate_hang,
     "generate-hang, 8 streams": lambda c, d, cap: run_generate_hang(c, d, cap, streams=8),
     "gpu-lost": run_gpu_lost,
+    "stuck-unload": run_stuck_unload,
     "60 s load + 256 streams of 503s": lambda c, d, cap: run_load_flood(c, d),
     "never-clearing hang (300 s)": lambda c, d, cap: run_never_clearing(c, d, 300.0),
     "idle cost (60 s)": lambda c, d, cap: idle_cost(c, d),

@@ -177,6 +177,26 @@ def test_a_model_past_expiry_and_still_listed_is_stuck() -> None:
     assert v.state is State.STUCK and v.problem is Problem.STUCK_MODEL
 
 
+def test_a_generation_that_hangs_on_an_expired_model_is_stuck_before_the_grace() -> None:
+    # Ollama queues a request for a stopping model behind its unload: a stuck unload hangs it.
+    # That is "stuck" (kill the cgroup), not "hung" (unload, restart), and needs no 60 s wait.
+    expired = [model(expires=-8.0)]
+    v = assess(snap(models=expired, deep=deep_failing(2, span=6.0)))
+    assert v.state is State.STUCK and v.problem is Problem.STUCK_MODEL
+    assert "m:1b expired 8.0s ago" in v.summary and "did not finish" in v.summary
+    # Not on one failure, not just after expiry, not while others complete or a load runs,
+    # and not when the hanging probe asked another model.
+    assert assess(snap(models=expired, deep=deep_failing(1))).state is State.BUSY
+    just = assess(snap(models=[model(expires=-2.0)], deep=deep_failing(2)))
+    assert just.state is State.HUNG
+    moving = progress(last_completion_age_s=1.0)
+    assert assess(snap(models=expired, deep=deep_failing(3), progress=moving)).state is State.BUSY
+    loading = progress(loading_for_s=20.0)
+    assert assess(snap(models=expired, deep=deep_failing(3), progress=loading)).state is State.BUSY
+    other = replace(deep_failing(2), model="other:7b")
+    assert assess(snap(models=expired, deep=other)).state is State.HUNG
+
+
 def test_a_model_in_constant_use_past_its_old_expiry_is_not_stuck() -> None:
     # Ollama sets expires_at only when a model goes idle: in constant use it lies in the past.
     busy = progress(last_completion_age_s=1.0, completions=50)

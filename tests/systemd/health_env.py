@@ -89,10 +89,12 @@ def signal(c: Container, pid: int, name: str) -> None:
     c.exec(["/bin/sh", "-c", f"kill -{name} {pid}"], check=False)
 
 
-def records(c: Container, event: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:
-    """The supervisor's structured journal records (optionally one event), oldest first."""
+def records(
+    c: Container, event: str | None = None, since: float = 0.0, unit: str = WATCH
+) -> list[dict[str, Any]]:
+    """The supervisor's (or ``unit``'s) structured journal records, oldest first."""
     out = c.exec(
-        ["journalctl", "-u", WATCH, "-o", "json", "--no-pager", "-q"], check=False, timeout=60
+        ["journalctl", "-u", unit, "-o", "json", "--no-pager", "-q"], check=False, timeout=60
     ).stdout
     found = []
     for line in out.splitlines():
@@ -132,10 +134,11 @@ def fault(c: Container, *specs: str, clear: tuple[str, ...] = ()) -> None:
         raise ContainerError(f"fault {specs}: HTTP {reply.status} {reply.body}")
 
 
-def load_model(c: Container, model: str = "qwen2.5:0.5b") -> None:
-    reply = c.http(
-        "POST", API + "/api/generate", body=json.dumps({"model": model, "prompt": ""}), timeout=60
-    )
+def load_model(c: Container, model: str = "qwen2.5:0.5b", keep_alive: str | None = None) -> None:
+    body: dict[str, Any] = {"model": model, "prompt": ""}
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
+    reply = c.http("POST", API + "/api/generate", body=json.dumps(body), timeout=60)
     if reply.status != 200:
         raise ContainerError(f"loading {model}: HTTP {reply.status} {reply.body}")
 

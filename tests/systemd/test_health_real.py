@@ -35,6 +35,9 @@ from .health_env import (
     start_load,
     wait_for,
 )
+from .health_env import (
+    CONFIG as CONFIG_PATH,
+)
 from .nspawn import Container, ContainerError
 
 CONFIG = (
@@ -216,3 +219,90 @@ def test_a_fault_that_never_clears_gets_the_budget_then_a_loud_wait(
     signal(c, main_pid(c), "USR2")
     wait_for("the reset", lambda: bool(records(c, "reset", began)), timeout=60)
     assert "ollama_supervisor_gave_up 0.0" in c.http("GET", METRICS).body
+
+
+def loaded_models(c: Container) -> list[dict[str, Any]]:
+    models: list[dict[str, Any]] = json.loads(c.http("GET", API + "/api/ps").body)["models"]
+    return models
+
+
+def test_a_stuck_model_is_killed_with_its_cgroup_and_started(c: Container, fresh: float) -> None:
+    fault(c, "stuck-unload")  # the runner is told to stop at its expiry and never does
+    load_model(c, keep_alive="1s")
+    old = main_pid(c)
+    stuck_at = time.monotonic() + 1  # when it expired
+    time.sleep(3)
+    assert [m["name"] for m in loaded_models(c)] == ["qwen2.5:0.5b"]  # expired, still listed
+    # The generation probe on the expired model hangs behind its unload (as in Ollama); after
+    # 5 s past the expiry (a normal unload can take a while) that is "stuck", not "hung".
+    wait_for("an action on the stuck model", lambda: bool(acted(c, stuck_at)), timeout=150)
+    act = acted(c, stuck_at)[0]
+    assert act["OLLAMA_OPS_PROBLEM"] == "stuck_model", act
+    assert act["OLLAMA_OPS_ACTION"] == "kill_and_start"
+    detected = float(act["at"]) - stuck_at
+    assert detected >= 5  # never before the grace
+    assert act["OLLAMA_OPS_VERDICT"] == "stuck" and "still listed" in act["OLLAMA_OPS_SUMMARY"]
+    done = records(c, "action_done", stuck_at)[0]
+    steps = [s.split(":")[0] for s in str(done["OLLAMA_OPS_STEPS"]).splitlines()]
+    assert steps[0] == f"systemctl kill --signal=SIGKILL {UNIT}", steps
+    back = wait_for(
+        "the API again, without the stuck model",
+        lambda: main_pid(c) not in (0, old) and api_up(c) and loaded_models(c) == [],
+        timeout=60,
+    )
+    print(
+        f"\nstuck model: detected {detected:.1f}s after its expiry, back {back - float(act['at']):.1f}s later"
+    )
+
+
+CHECK_SERVICE = "ollama-ops-check.service"
+CHECK_TIMER = "ollama-ops-check.timer"
+
+
+def test_the_guides_timer_layout_runs_our_check(c: Container, fresh: float) -> None:
+    """mode = "timer": no supervisor, a timer running one round of checks; it acts on a hang."""
+    timer_config = CONFIG.replace(
+        "enabled = true\n", 'enabled = true\nmode = "timer"\ntimer_period = 10\n'
+    )
+    assert timer_config != CONFIG
+    try:
+        c.write_file(CONFIG_PATH, timer_config)
+        c.exec(["ollama-ops", "apply", "--timeout", "60"], timeout=180)
+        c.systemctl(
+            "stop", WATCH
+        )  # apply removed its unit; a running supervisor stays until stopped
+        assert not c.path(f"/etc/systemd/system/{WATCH}").exists()
+        props = c.show(CHECK_TIMER, "ActiveState", "TimersMonotonic", "AccuracyUSec")
+        assert props["ActiveState"] == "active", props  # ollama.service Wants= it
+        assert props["AccuracyUSec"] == "1s"
+        check = c.show(CHECK_SERVICE, "Type", "ProtectSystem", "SuccessExitStatus")
+        assert check["Type"] == "oneshot" and check["ProtectSystem"] == "strict", check
+        # A round on a healthy server records its verdict and acts on nothing.
+        began = time.monotonic()
+        wait_for(
+            "a round of checks",
+            lambda: bool(records(c, None, began, unit=CHECK_SERVICE)),
+            timeout=60,
+        )
+        assert records(c, "act", began, unit=CHECK_SERVICE) == []
+        # A whole-process hang: a later round (after the start-up grace) restarts it.
+        old = main_pid(c)
+        hung_at = time.monotonic()
+        signal(c, old, "USR1")
+        wait_for(
+            "the timer's restart",
+            lambda: bool(records(c, "act", hung_at, unit=CHECK_SERVICE)),
+            timeout=120,
+            every=1,
+        )
+        act = records(c, "act", hung_at, unit=CHECK_SERVICE)[0]
+        assert act["OLLAMA_OPS_PROBLEM"] == "process_hung", act
+        assert act["OLLAMA_OPS_ACTION"] == "restart_unit"
+        wait_for("the API again", lambda: main_pid(c) not in (0, old) and api_up(c), timeout=60)
+        print(
+            f"\ntimer mode: the hang was acted on {float(act['at']) - hung_at:.1f}s after it began"
+        )
+    finally:
+        c.write_file(CONFIG_PATH, CONFIG)
+        c.exec(["ollama-ops", "apply", "--timeout", "60"], check=False, timeout=180)
+        c.systemctl("start", WATCH)

@@ -300,6 +300,7 @@ class Supervisor:
             "event": d.kind.value,
             "verdict": v.state.value,
             "status": v.status.name,
+            "summary": v.summary,  # the verdict's own words: why this state
             "unit": self.opts.unit,
             "evidence": json.dumps(evidence_record(snap), sort_keys=True),
         }

@@ -9,7 +9,7 @@ the policy never acts on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ollama_ops.health.model import (
     DeepOutcome,
@@ -28,6 +28,10 @@ GPU_LIBRARIES = ("cuda", "rocm")
 class Thresholds:
     deep_failures: int = 2  # consecutive failed generations before "hung" (1 for one check)
     stuck_grace_s: float = 60.0  # a model this long past its expiry and still listed is stuck
+    # Sooner when a generation on that very model does not finish: Ollama queues a request for a
+    # model that is stopping behind its unload, so a stuck unload hangs it (the grace only covers
+    # an unload that takes a while, which the probe would wait out).
+    stuck_probed_grace_s: float = 5.0
     load_grace_s: float = 300.0  # a load longer than OLLAMA_LOAD_TIMEOUT (5m) explains nothing
     vram_full_ratio: float = 0.97
     slow_s: float = 1.0  # `GET /` slower than this counts as busy
@@ -136,9 +140,21 @@ def _stuck_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
         return None
     deep = s.deep
     for m in s.api.models or ():
-        if m.expires_in_s is None or m.expires_in_s >= -t.stuck_grace_s:
+        if m.expires_in_s is None or m.expires_in_s >= 0:
             continue
         past = -m.expires_in_s
+        hanging = _hanging_probe(s, m.name, t) if past >= t.stuck_probed_grace_s else None
+        if hanging is not None:
+            return Verdict(
+                State.STUCK,
+                (Problem.STUCK_MODEL,),
+                (
+                    f"{m.name} expired {_s(past)} ago and is still listed, and "
+                    f"{_deep_text(hanging)} (stuck in 'Stopping...')",
+                ),
+            )
+        if past < t.stuck_grace_s:
+            continue
         if deep is not None and deep.model == m.name and deep.outcome is DeepOutcome.OK:
             continue  # it still generates: in use past its old expiry, not stuck
         if _completed_within(s, min(past, 4 * t.progress_window_s), t):
@@ -149,6 +165,21 @@ def _stuck_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
             (f"{m.name} expired {_s(past)} ago and is still listed (stuck in 'Stopping...')",),
         )
     return None
+
+
+def _hanging_probe(s: Snapshot, model: str, t: Thresholds) -> DeepProbe | None:
+    """The probe when generations on ``model`` time out as often as "hung" needs and nothing
+    else moves (no load under way, no request completing); None otherwise."""
+    deep = s.deep
+    if deep is None or deep.model != model or deep.outcome is not DeepOutcome.TIMEOUT:
+        return None
+    if deep.failures < t.deep_failures or not s.progress.readable:
+        return None
+    loading = s.progress.loading_for_s
+    if loading is not None and loading < t.load_grace_s:
+        return None
+    span = max(deep.failing_for_s, deep.latency_s or 0.0)
+    return None if _completed_within(s, min(span, t.progress_window_s), t) else deep
 
 
 def _deep_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
@@ -310,6 +341,4 @@ def assess(s: Snapshot, t: Thresholds | None = None) -> Verdict:
         or _busy(s, t)
         or Verdict(State.OK, (), (_ok_text(s),))
     )
-    from dataclasses import replace
-
     return replace(found, notes=notes(s))
