@@ -49,6 +49,7 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "bench:tiny"
+UNIQUE_PROMPTS = 20_000  # "prompt {i}": each request of an accuracy run names itself
 
 
 def free_port() -> int:
@@ -132,6 +133,10 @@ class Sim:
         data: dict[str, Any] = http(self.url + "/_sim/stats")
         return data
 
+    def first_tokens(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = http(self.url + "/_sim/first-tokens")["first_tokens"]
+        return data
+
     def close(self) -> None:
         self.proc.terminate()
         try:
@@ -145,14 +150,24 @@ class Sim:
 # --------------------------------------------------------------------------- clients
 
 
-def run_ours(url: str, api: str, streams: int, duration: float, tokens: int) -> dict[str, Any]:
+def default_ramp(streams: int) -> float:
+    """The benchmark's own default: stream starts 2 ms apart, at most 1 s in all."""
+    return min(1.0, 0.002 * streams)
+
+
+def run_ours(  # noqa: PLR0917
+    url: str, api: str, streams: int, duration: float, tokens: int, ramp: float
+) -> dict[str, Any]:
     sys.path.insert(0, os.path.join(ROOT, "src"))
     from ollama_ops.bench import runner, shapes, workload
     from ollama_ops.bench.wire import Api
 
-    shape = shapes.concurrency_sweep((streams,), shapes.Stop(duration_s=duration), warmup=0)
+    stop = shapes.Stop(duration_s=duration)
+    shape = shapes.concurrency_sweep((streams,), stop, warmup=0, ramp_s=ramp)
     target = runner.Target(url, MODEL, Api(api))
-    wl = workload.builtin(workload.parse_output_length(str(tokens)))
+    # "prompt {i}" as the bare client sends: each request's name in /_sim/first-tokens
+    prompts = tuple(workload.Prompt(f"prompt {i}") for i in range(UNIQUE_PROMPTS))
+    wl = workload.Workload(prompts, workload.parse_output_length(str(tokens)))
     res = runner.run(shape, target, wl)
     st = res.stages[0]
     recs = st.records
@@ -167,9 +182,12 @@ def run_ours(url: str, api: str, streams: int, duration: float, tokens: int) -> 
     if api == "ollama":
         ttft_err: list[float] = []
         tpot_err: list[float] = []
+        firsts: dict[str, tuple[float, float]] = {}
         for r in recs:
             if not r.ok or not r.total_s or not r.eval_s or not r.output_tokens:
                 continue
+            if r.times:
+                firsts[f"prompt {r.index % UNIQUE_PROMPTS}"] = (r.sent, r.times[0])
             interval = r.eval_s / r.output_tokens
             scheduled_ttft = r.total_s - r.eval_s + interval
             ttft = r.ttft
@@ -180,12 +198,13 @@ def run_ours(url: str, api: str, streams: int, duration: float, tokens: int) -> 
                 tpot_err.append(abs(tpot - interval))
         out["ttft_err"] = ttft_err
         out["tpot_err"] = tpot_err
+        out["firsts"] = firsts
         out["itl_gaps"] = len([g for r in recs for g in r.gaps()])
     return out
 
 
-async def _aiohttp_main(
-    url: str, api: str, streams: int, duration: float, tokens: int
+async def _aiohttp_main(  # noqa: PLR0917
+    url: str, api: str, streams: int, duration: float, tokens: int, ramp: float
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -198,6 +217,7 @@ async def _aiohttp_main(
     failed = 0
     ttft_err: list[float] = []
     tpot_err: list[float] = []
+    firsts: dict[str, tuple[float, float]] = {}
 
     def check(sent: float, mine: list[float], final: dict[str, Any]) -> None:
         """The same accuracy check as run_ours, on this client's timestamps."""
@@ -213,7 +233,6 @@ async def _aiohttp_main(
         t0 = time.perf_counter()
         cpu0 = time.process_time()
         deadline = t0 + duration
-        ramp = min(1.0, 0.002 * streams)
 
         async def stream(k: int) -> None:
             nonlocal received, requests, failed
@@ -246,6 +265,7 @@ async def _aiohttp_main(
                 received += len(mine)
                 if final and len(mine) > 1:
                     check(sent, mine, json.loads(final))
+                    firsts[body.get("prompt", "")] = (sent, mine[0])
 
         await asyncio.gather(*(stream(k) for k in range(streams)))
         wall = time.perf_counter() - t0
@@ -260,11 +280,14 @@ async def _aiohttp_main(
     if api == "ollama":
         out["ttft_err"] = ttft_err
         out["tpot_err"] = tpot_err
+        out["firsts"] = firsts
     return out
 
 
-def run_aiohttp(url: str, api: str, streams: int, duration: float, tokens: int) -> dict[str, Any]:
-    return asyncio.run(_aiohttp_main(url, api, streams, duration, tokens))
+def run_aiohttp(  # noqa: PLR0917
+    url: str, api: str, streams: int, duration: float, tokens: int, ramp: float
+) -> dict[str, Any]:
+    return asyncio.run(_aiohttp_main(url, api, streams, duration, tokens, ramp))
 
 
 CLIENTS = {"ours": run_ours, "aiohttp": run_aiohttp}
@@ -272,13 +295,20 @@ CLIENTS = {"ours": run_ours, "aiohttp": run_aiohttp}
 
 def child(args: argparse.Namespace) -> int:
     fn = CLIENTS[args.child]
-    out = fn(args.url, args.api, args.child_streams, args.duration, args.tokens)
+    ramp = default_ramp(args.child_streams) if args.child_ramp is None else args.child_ramp
+    out = fn(args.url, args.api, args.child_streams, args.duration, args.tokens, ramp)
     print("CHILD " + json.dumps(out))
     return 0
 
 
 def client_run(  # noqa: PLR0917
-    sim: Sim, name: str, api: str, streams: int, duration: float, tokens: int
+    sim: Sim,
+    name: str,
+    api: str,
+    streams: int,
+    duration: float,
+    tokens: int,
+    ramp: float | None = None,
 ) -> dict[str, Any]:
     """One client in its own process; the simulator's timing error over its run."""
     sim.reset()
@@ -297,6 +327,7 @@ def client_run(  # noqa: PLR0917
         str(duration),
         "--tokens",
         str(tokens),
+        *(["--child-ramp", str(ramp)] if ramp is not None else []),
     ]
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
     done = subprocess.run(
@@ -312,9 +343,37 @@ def client_run(  # noqa: PLR0917
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{name} client failed: {done.stderr.strip()[-500:]}")
     out: dict[str, Any] = json.loads(lines[-1][6:])
-    out["server"] = sim.stats()["timing_error_us"]
+    stats = sim.stats()
+    out["server"] = stats["timing_error_us"]
+    out["server_first"] = stats["first_token_error_us"]
+    if "firsts" in out:
+        out["split"] = split_ttft(out.pop("firsts"), sim.first_tokens())
     out["per_1k"] = out["cpu_s"] / (out["tokens"] / 1000) if out["tokens"] else float("nan")
     out["tok_s"] = out["tokens"] / out["wall_s"] if out["wall_s"] else 0.0
+    return out
+
+
+def split_ttft(
+    firsts: dict[str, list[float]], server: list[dict[str, Any]]
+) -> dict[str, list[float]]:
+    """Each request's TTFT error split in two, on the host's one CLOCK_MONOTONIC (the client's
+    perf_counter and the simulator's monotonic clock are both it on Linux):
+
+    * ``client``: first chunk received by the client - first token written by the simulator
+      (the loopback delivery and the client's own lateness: its measurement error);
+    * ``server``: first token written - first token due (the simulator's own lateness);
+    * ``ingest``: request received by the simulator's handler - request sent by the client
+      (before the server's clock starts: in no reported duration).
+    """
+    out: dict[str, list[float]] = {"client": [], "server": [], "ingest": []}
+    for rec in server:
+        mine = firsts.get(rec["prompt"])
+        if mine is None:
+            continue
+        sent, first = mine
+        out["client"].append(first - rec["written"])
+        out["server"].append(rec["written"] - rec["due"])
+        out["ingest"].append(rec["received"] - sent)
     return out
 
 
@@ -336,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", default="64,256", help="stream counts for the CPU figure")
     ap.add_argument("--keepup", default="256,512", help="stream counts for the keep-up figure")
     ap.add_argument("--accuracy-streams", type=int, default=64)
+    ap.add_argument(
+        "--accuracy-ramp",
+        type=float,
+        metavar="S",
+        help="start the accuracy streams over S seconds (default 2 ms apart, at most 1 s)",
+    )
     ap.add_argument("--rate", type=float, default=40.0, help="tokens/s per stream (cpu)")
     ap.add_argument("--tokens", type=int, default=128, help="tokens per request (cpu)")
     ap.add_argument("--only", default="cpu,keepup,accuracy")
@@ -350,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--api", default="openai", help=argparse.SUPPRESS)
     ap.add_argument("--child-streams", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-ramp", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return child(args)
@@ -412,20 +478,32 @@ def main(argv: list[str] | None = None) -> int:
             sim = Sim(tmp, args.rate, n, args.priority)
             try:
                 for name in ("aiohttp", "ours"):
-                    r = client_run(sim, name, "ollama", n, args.duration, args.tokens)
+                    r = client_run(
+                        sim, name, "ollama", n, args.duration, args.tokens, args.accuracy_ramp
+                    )
                     t99, s99 = p99(r["ttft_err"]) * 1e3, p99(r["tpot_err"]) * 1e3
                     t50 = sorted(r["ttft_err"])[len(r["ttft_err"]) // 2] * 1e3
                     srv = r["server"]
+                    split = r["split"]
+                    own99, late99, ing99 = (
+                        p99(split[k]) * 1e3 for k in ("client", "server", "ingest")
+                    )
                     rows.append(
                         f"accuracy {name:<8} {n:>4} streams  TTFT |err| p50/p99 {t50:.2f}/{t99:.2f}"
                         f" ms  TPOT |err| p99 {s99:.3f} ms  ({len(r['ttft_err'])} requests;"
                         f" sim err p99 {srv['p99'] / 1e3:.2f} ms)"
                     )
+                    rows.append(
+                        f"  TTFT split, p99 of {len(split['client'])} requests: client's own"
+                        f" lateness {own99:.2f} ms, simulator's first token late {late99:.2f} ms,"
+                        f" ingest {ing99:.2f} ms"
+                    )
                     print(
                         f"RESULT part=accuracy client={name} streams={n} "
                         f"requests={len(r['ttft_err'])} ttft_err_p50_ms={t50:.3f} "
                         f"ttft_err_p99_ms={t99:.3f} tpot_err_p99_ms={s99:.3f} "
-                        f"sim_p99_us={srv['p99']}",
+                        f"sim_p99_us={srv['p99']} client_own_p99_ms={own99:.3f} "
+                        f"sim_first_late_p99_ms={late99:.3f} ingest_p99_ms={ing99:.3f}",
                         flush=True,
                     )
             finally:

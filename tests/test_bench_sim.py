@@ -66,6 +66,20 @@ def test_each_api_streams_and_takes_token_counts_from_the_server(sim: SimThread,
     assert res.model_loaded_before is not None and res.server_version.endswith("-sim")
 
 
+def test_streams_start_over_the_ramp_up(sim: SimThread) -> None:
+    stop = shapes.Stop(duration_s=0.6)
+    shape = shapes.concurrency_sweep((4,), stop, warmup=0, ramp_s=0.4)
+    res = runner.run(shape, runner.Target(sim.url, "tiny", Api.GENERATE), workload.builtin())
+    recs = res.stages[0].records
+    first = min(r.ready for r in recs)
+    # A stream's first request is ready at its place on the ramp; later ones when the last ended.
+    offsets = {round(r.ready - first, 6) for r in recs}
+    assert {0.0, 0.1, 0.2, 0.3} <= offsets
+    assert all(r.sent >= r.ready for r in recs)  # none sent before its start on the ramp
+    assert shapes.concurrency_sweep((64,), shapes.Stop(requests=1)).ramp_for(64) == 0.128
+    assert shapes.concurrency_sweep((900,), shapes.Stop(requests=1)).ramp_for(900) == 1.0
+
+
 def test_rate_stage_keeps_to_its_cap_and_measures_slip(sim: SimThread) -> None:
     shape = shapes.rate_sweep(
         (40.0,),
@@ -133,6 +147,8 @@ def test_default_is_the_guides_sequential_benchmark(sim: SimThread) -> None:
         (["--model", "tiny", "--concurrency", "2,x"], 2, "whole numbers"),
         (["--model", "tiny", "--json", "/nonexistent/dir/r.json"], 2, "does not exist"),
         (["--model", "tiny", "--duration", "5"], 2, "--duration needs --concurrency"),
+        (["--model", "tiny", "--rate", "1", "--ramp-up", "2"], 2, "give --concurrency N"),
+        (["--model", "tiny", "--concurrency", "2", "--ramp-up", "-1"], 2, "from 0 to 3600"),
         ([], 2, "--model is required"),
     ],
 )

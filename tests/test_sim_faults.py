@@ -73,6 +73,25 @@ def test_control_api(sim: SimThread) -> None:
         assert c.get("/_sim/stats").json()["tokens"] >= 0
 
 
+def test_first_tokens_are_logged_for_a_client_on_the_same_clock(sim: SimThread) -> None:
+    with httpx.Client(base_url=sim.url, timeout=30) as c:
+        c.post("/_sim/stats/reset")
+        sent = time.monotonic()
+        body = {"model": "tiny", "prompt": "name me", "options": {"num_predict": 3}}
+        with c.stream("POST", "/api/generate", json=body) as r:
+            first = None
+            for _ in r.iter_lines():
+                first = first or time.monotonic()
+        c.post("/api/generate", json={**body, "prompt": "not streamed", "stream": False})
+        (rec,) = c.get("/_sim/first-tokens").json()["first_tokens"]  # streamed ones only
+        stats = c.get("/_sim/stats").json()
+    assert rec["prompt"] == "name me"
+    assert first is not None and sent <= rec["received"] <= rec["due"] <= rec["written"] <= first
+    err = stats["first_token_error_us"]
+    # A subset of every token's errors: never past their maximum.
+    assert 0 <= err["p50"] <= err["max"] <= stats["timing_error_us"]["max"]
+
+
 def test_control_api_off_by_default() -> None:
     with SimThread(control=False) as sim:
         r = httpx.get(sim.url + "/_sim/faults", timeout=10)

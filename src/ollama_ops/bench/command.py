@@ -49,7 +49,11 @@ def shape_from(args: argparse.Namespace) -> tuple[shapes.Shape, bool]:
         if stop.duration_s is None and stop.requests is None:
             stop = shapes.Stop(duration_s=30.0)
         levels = shapes.parse_levels(args.concurrency)
-        return shapes.concurrency_sweep(levels, stop, warm), False
+        return shapes.concurrency_sweep(levels, stop, warm, args.ramp_up), False
+    if args.ramp_up is not None:
+        raise BenchError(
+            "--ramp-up spreads the start of --concurrency streams; give --concurrency N"
+        )
     if args.rate is not None:
         if stop.duration_s is None and stop.requests is None:
             stop = shapes.Stop(duration_s=30.0)

@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--burstiness", type=float, default=1.0, metavar="K", help="gamma shape, < 1 burstier (1)"
     )
     p.add_argument("--max-concurrency", type=int, metavar="N", help="cap in flight with --rate")
+    p.add_argument(
+        "--ramp-up",
+        type=float,
+        metavar="S",
+        help="with --concurrency: start the streams over S seconds (2 ms each, at most 1 s)",
+    )
     p.add_argument("--duration", type=float, metavar="S", help="seconds of sending per stage")
     p.add_argument("--requests", type=int, metavar="N", help="requests per stage")
     p.add_argument("--warmup", type=int, metavar="N", help="uncounted requests first (1)")

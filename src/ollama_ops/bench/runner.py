@@ -310,7 +310,7 @@ class _Bench:
             await self._open_loop(index, stage)
         else:
             n = stage.concurrency or 1
-            await self._closed_loop(index, n, ramp=min(1.0, 0.002 * n))
+            await self._closed_loop(index, n, ramp=self.shape.ramp_for(n))
         ended = max([started, *(r.end for r in self.records)])
         return StageResult(
             index=index,

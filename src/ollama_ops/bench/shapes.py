@@ -65,6 +65,13 @@ class Shape:
     warmup: int = 1
     seed: int = 0
     name: str = "custom"
+    # Seconds over which a closed-loop stage starts its streams; None: 2 ms per stream, at most
+    # 1 s. Spread over about one request's length, the streams stop arriving in waves, so a
+    # server's cost of taking in a burst of requests stays out of the steady-state figures.
+    ramp_s: float | None = None
+
+    def ramp_for(self, streams: int) -> float:
+        return self.ramp_s if self.ramp_s is not None else min(1.0, 0.002 * streams)
 
     @property
     def kind(self) -> str:
@@ -77,13 +84,18 @@ def sequential(requests: int = GUIDE_REQUESTS, warmup: int = 0) -> Shape:
     return Shape((Stage(concurrency=1),), Stop(requests=requests), warmup, name="sequential")
 
 
-def concurrency_sweep(levels: tuple[int, ...], stop: Stop, warmup: int = 1) -> Shape:
+def concurrency_sweep(
+    levels: tuple[int, ...], stop: Stop, warmup: int = 1, ramp_s: float | None = None
+) -> Shape:
     _check_stop(stop)
     for n in levels:
         if n < 1:
             raise BenchError(f"--concurrency {n}: each level must be at least 1")
+    if ramp_s is not None and not 0 <= ramp_s <= 3600:
+        raise BenchError(f"--ramp-up {ramp_s:g}: must be seconds from 0 to 3600")
     name = "concurrency" if len(levels) == 1 else "concurrency sweep"
-    return Shape(tuple(Stage(concurrency=n) for n in levels), stop, warmup, name=name)
+    stages = tuple(Stage(concurrency=n) for n in levels)
+    return Shape(stages, stop, warmup, name=name, ramp_s=ramp_s)
 
 
 def rate_sweep(

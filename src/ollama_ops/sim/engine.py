@@ -78,26 +78,20 @@ class RunnerError(Exception):
 BUCKET_S = 10e-6  # 10 microseconds
 N_BUCKETS = 10_000  # up to 100 ms, then one overflow bucket
 OVERFLOW_KEPT = 200_000  # errors past 100 ms kept exactly (1.6 MB at most)
+FIRST_TOKENS_KEPT = 20_000  # the latest streamed first tokens, for /_sim/first-tokens
 
 
-class Stats:
-    """Counters and the emission-error histogram (actual - scheduled time)."""
+class ErrorHistogram:
+    """Emission errors (actual - scheduled time): 10 us buckets to 100 ms, exact past that."""
 
     def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.tokens = 0
-        self.requests = 0
         self.hist: list[int] = [0] * (N_BUCKETS + 1)
         # Past the histogram's range the errors themselves are kept, so a p99 of an
         # overloaded run is the real figure, not the overflow bucket's edge.
         self.overflow: list[float] = []
         self.max_error = 0.0
-        self.started = _monotonic()
 
     def record(self, err: float) -> None:
-        """One token's emission error (actual - scheduled time, seconds)."""
         b = int(err / BUCKET_S)
         if b >= N_BUCKETS:
             b = N_BUCKETS
@@ -123,6 +117,59 @@ class Stats:
             acc += n
         return self.max_error
 
+    def summary_us(self) -> dict[str, float]:
+        quantiles = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
+        out = {name: round(self.percentile(q) * 1e6, 1) for name, q in quantiles.items()}
+        out["max"] = round(self.max_error * 1e6, 1)
+        return out
+
+
+class Stats:
+    """Counters and the emission-error histograms: every token, and first tokens apart.
+
+    A streamed sequence's first token takes a longer path (the handler sends the response
+    head with it), so its error is kept apart too: a client's TTFT can be no closer to the
+    schedule than the server's first tokens are.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens = 0
+        self.requests = 0
+        self.timing = ErrorHistogram()
+        self.first_token = ErrorHistogram()
+        # (prompt head, request received, first token due, first token written), monotonic
+        # seconds: a client on this host (one CLOCK_MONOTONIC) can split its TTFT error
+        # into the simulator's lateness and its own.
+        self.first_tokens: deque[tuple[str, float, float, float]] = deque(maxlen=FIRST_TOKENS_KEPT)
+        self.started = _monotonic()
+
+    def record(self, err: float) -> None:
+        """One token's emission error (actual - scheduled time, seconds)."""
+        self.timing.record(err)
+
+    def record_first(self, label: str, t_request: float, due: float, written: float) -> None:
+        """A streamed sequence's first token: counted with every token, and apart."""
+        err = max(0.0, written - due)
+        self.timing.record(err)
+        self.first_token.record(err)
+        self.first_tokens.append((label, t_request, due, written))
+
+    def first_token_log(self) -> list[dict[str, Any]]:
+        return [
+            {"prompt": label, "received": t, "due": due, "written": written}
+            for label, t, due, written in self.first_tokens
+        ]
+
+    @property
+    def max_error(self) -> float:
+        return self.timing.max_error
+
+    def percentile(self, q: float) -> float:
+        return self.timing.percentile(q)
+
     def snapshot(self) -> dict[str, Any]:
         elapsed = _monotonic() - self.started
         return {
@@ -130,13 +177,8 @@ class Stats:
             "requests": self.requests,
             "elapsed_s": round(elapsed, 3),
             "tokens_per_s": round(self.tokens / elapsed, 1) if elapsed > 0 else 0.0,
-            "timing_error_us": {
-                "p50": round(self.percentile(0.50) * 1e6, 1),
-                "p90": round(self.percentile(0.90) * 1e6, 1),
-                "p99": round(self.percentile(0.99) * 1e6, 1),
-                "p999": round(self.percentile(0.999) * 1e6, 1),
-                "max": round(self.max_error * 1e6, 1),
-            },
+            "timing_error_us": self.timing.summary_us(),
+            "first_token_error_us": self.first_token.summary_us(),
         }
 
 
@@ -259,6 +301,7 @@ class Sequence:
         "eval_start",
         "finished",
         "first",
+        "label",
         "load_s",
         "n_tokens",
         "prompt_s",
@@ -281,7 +324,9 @@ class Sequence:
         t_request: float,
         load_s: float,
         lazy: bool = False,
+        label: str = "",
     ) -> None:
+        self.label = label  # the prompt's head: which request this is, for /_sim/first-tokens
         self.renderer = renderer
         self.sink = sink
         self.n_tokens = n_tokens
@@ -445,12 +490,13 @@ class Runner:
                 due, _, seq = pop(heap)
                 if seq.finished:
                     continue
-                record(now - due)
                 i = seq.emitted
                 if i == 0 and seq.first is not None:
+                    # Recorded when the handler writes it (emit_first), not here.
                     if not seq.first.done():
                         seq.first.set_result(due)
                     continue
+                record(now - due)
                 emit(seq, i, due)
                 now = _monotonic()
         finally:
@@ -462,7 +508,7 @@ class Runner:
         """Write token 0 of a streamed sequence (its head is now sent)."""
         if seq.finished:
             return
-        self.sched.stats.record(max(0.0, _monotonic() - due))
+        self.sched.stats.record_first(seq.label, seq.t_request, due, _monotonic())
         self._emit(seq, 0, due)
 
     def _emit(self, seq: Sequence, i: int, due: float) -> None:
@@ -502,6 +548,12 @@ class Runner:
             else:
                 seq.done.set_exception(error)
                 seq.done.exception()  # mark retrieved: the handler may be gone
+        first = seq.first
+        if first is not None and not first.done():
+            # The handler waits on the first token alone (one wake-up, not asyncio.wait's
+            # two): an end before it is that wait's error.
+            first.set_exception(error or RunnerError("unexpected end of generation"))
+            first.exception()
 
     def pause(self) -> None:
         """generate-hang: stop emitting, keep every sequence where it is."""

@@ -7,7 +7,6 @@ into an ``Inference``; ``InferenceCore.run`` does the rest.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -21,6 +20,9 @@ from .engine import QueueFull, Renderer, Runner, RunnerError, Sequence, Sink, St
 from .envconfig import DurationError, request_keep_alive
 from .gojson import OptionError, parse_options
 from .profile import ModelProfile
+
+#: How much of the prompt names a request in /_sim/first-tokens.
+FIRST_TOKEN_LABEL = 80
 
 if TYPE_CHECKING:
     from .server import SimServer
@@ -221,6 +223,7 @@ class InferenceCore:
             t_request=t_request,
             load_s=t_loaded - t_request,
             lazy=spec.stream,
+            label=spec.prompt_text[:FIRST_TOKEN_LABEL],
         )
         try:
             runner.start(seq)
@@ -231,12 +234,10 @@ class InferenceCore:
                     return error_response(api, 500, str(e))
                 return json_bytes(spec.renderer.body(seq))
             assert seq.first is not None
-            waits: list[asyncio.Future[Any]] = [seq.first, seq.done]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if seq.done.done() and not seq.first.done():
-                exc = seq.done.exception()
-                return error_response(api, 500, str(exc) if exc else "unexpected end of generation")
-            due0 = seq.first.result()
+            try:
+                due0 = await seq.first  # or the end's error, when it ends before its first token
+            except (RunnerError, ConnectionError) as exc:
+                return error_response(api, 500, str(exc) or "unexpected end of generation")
             resp = web.StreamResponse(status=200, headers={"Content-Type": spec.content_type})
             await resp.prepare(request)
             sink = StreamSink(resp)

@@ -1,5 +1,6 @@
 """The simulator's own control API (``--control`` only): ``GET|POST /_sim/faults``,
-``GET /_sim/state``, ``GET /_sim/stats``, ``POST /_sim/stats/reset``."""
+``GET /_sim/state``, ``GET /_sim/stats``, ``POST /_sim/stats/reset``,
+``GET /_sim/first-tokens``."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class ControlRoutes:
         router.add_get("/_sim/state", self.h_state, allow_head=False)
         router.add_get("/_sim/stats", self.h_stats, allow_head=False)
         router.add_post("/_sim/stats/reset", self.h_stats_reset)
+        router.add_get("/_sim/first-tokens", self.h_first_tokens, allow_head=False)
 
     async def h_faults_get(self, request: web.Request) -> web.Response:
         del request
@@ -74,6 +76,10 @@ class ControlRoutes:
     async def h_stats(self, request: web.Request) -> web.Response:
         del request
         return json_response(self.server.stats.snapshot())
+
+    async def h_first_tokens(self, request: web.Request) -> web.Response:
+        del request
+        return json_response({"first_tokens": self.server.stats.first_token_log()})
 
     async def h_stats_reset(self, request: web.Request) -> web.Response:
         del request
