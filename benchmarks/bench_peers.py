@@ -99,7 +99,10 @@ def run_tool(
         proc = psutil.Process(child.pid)
         while child.poll() is None:
             tree_cpu(proc, seen)
-            samples.append((sum(seen.values()), int(sim.stats()["tokens"])))
+            try:
+                samples.append((sum(seen.values()), int(sim.stats()["tokens"])))
+            except OSError as exc:  # a simulator starved by the tool: this sample is lost
+                sys.stderr.write(f"simulator's stats not read ({exc}); sample skipped\n")
             if time.monotonic() - t0 > limit:
                 child.kill()
                 break

@@ -134,11 +134,9 @@ def fault(c: Container, *specs: str, clear: tuple[str, ...] = ()) -> None:
         raise ContainerError(f"fault {specs}: HTTP {reply.status} {reply.body}")
 
 
-def load_model(c: Container, model: str = "qwen2.5:0.5b", keep_alive: str | None = None) -> None:
-    body: dict[str, Any] = {"model": model, "prompt": ""}
-    if keep_alive is not None:
-        body["keep_alive"] = keep_alive
-    reply = c.http("POST", API + "/api/generate", body=json.dumps(body), timeout=60)
+def load_model(c: Container, model: str = "qwen2.5:0.5b") -> None:
+    body = json.dumps({"model": model, "prompt": ""})
+    reply = c.http("POST", API + "/api/generate", body=body, timeout=60)
     if reply.status != 200:
         raise ContainerError(f"loading {model}: HTTP {reply.status} {reply.body}")
 
