@@ -8,19 +8,21 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ollama_ops import audit
 from ollama_ops.audit import EnvFile, Finding, Report, RootFiles, Severity
 from ollama_ops.errors import CommandError, OpsError
-from ollama_ops.host import systemd
+from ollama_ops.host import proc, systemd
 from ollama_ops.model import config
 from ollama_ops.model.facts import HostFacts, OllamaInstall
 from ollama_ops.plan import compose as plan
 from ollama_ops.render import systemd as render
+from ollama_ops.runtime import Runtime
 from ollama_ops.unitfile import effective as effective_mod
 from ollama_ops.unitfile import syntax as unit
 from tests.helpers import HOSTS, host
@@ -197,7 +199,7 @@ def test_ollama_ops_own_dropin_is_clean(tmp_path: Path, facts_file: Path) -> Non
     )
     for path, text in render.render(plan.build(facts, config.DeploymentConfig())).items():
         write(root, path.lstrip("/"), text)
-    report = audit.audit(root, facts=facts, with_exposure=HAVE_ANALYZE)
+    report = audit.audit(Runtime(root=root), facts=facts, with_exposure=HAVE_ANALYZE)
     above = [f for f in report.findings if f.severity > Severity.INFO]
     assert above == [], audit.format_text(report)
     if HAVE_ANALYZE:
@@ -250,7 +252,7 @@ def test_installer_unit_gets_restart_and_hardening_findings(tmp_path: Path) -> N
 
 @needs_analyze
 def test_installer_unit_has_a_high_exposure(tmp_path: Path) -> None:
-    report = audit.audit(make_root(tmp_path), facts=host("cpu-small"))
+    report = audit.audit(Runtime(root=make_root(tmp_path)), facts=host("cpu-small"))
     assert report.exposure is not None
     assert report.exposure > 7.5
     exposure = only(list(report.findings), "exposure")
@@ -260,7 +262,7 @@ def test_installer_unit_has_a_high_exposure(tmp_path: Path) -> None:
 
 @needs_analyze
 def test_guide_exposure_is_medium(tmp_path: Path) -> None:
-    report = audit.audit(make_root(tmp_path, GUIDE), facts=host("nvidia-1x24g"))
+    report = audit.audit(Runtime(root=make_root(tmp_path, GUIDE)), facts=host("nvidia-1x24g"))
     assert report.exposure is not None
     assert 2 < report.exposure <= 5
     assert only(list(report.findings), "exposure").severity is Severity.WARNING
@@ -837,7 +839,7 @@ def test_service_basics(tmp_path: Path) -> None:
 def test_masked_unit(tmp_path: Path) -> None:
     (tmp_path / "etc/systemd/system").mkdir(parents=True)
     (tmp_path / UNIT_PATH).symlink_to("/dev/null")
-    report = audit.audit(tmp_path, systemd_version=252)
+    report = audit.audit(Runtime(root=tmp_path), systemd_version=252)
     assert [f.id for f in report.findings] == ["unit-masked"]
     assert report.worst() is Severity.CRITICAL
 
@@ -847,20 +849,33 @@ def test_masked_unit(tmp_path: Path) -> None:
 
 def test_unit_not_found(tmp_path: Path) -> None:
     with pytest.raises(OpsError) as err:
-        audit.audit(tmp_path)
+        audit.audit(Runtime(root=tmp_path))
     assert str(err.value) == (
         f"ollama.service not found under {tmp_path}; install ollama or pass --root"
     )
 
 
-def test_missing_systemd_analyze_skips_exposure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def missing(root: Path, unit_name: str) -> systemd.SecurityScore:
-        raise CommandError("systemd-analyze not found on PATH; install systemd")
+class AnalyzeRunner:
+    """A Runtime.run standing in for systemd-analyze: its JSON rows and its overall line."""
 
-    monkeypatch.setattr(systemd, "security_offline", missing)
-    report = audit.audit(make_root(tmp_path, CLEAN), systemd_version=252)
+    def __init__(self, score: float | None, rows: tuple[dict[str, object], ...] = ()) -> None:
+        self.score = score
+        self.rows = rows
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, argv: Sequence[str], **kw: Any) -> proc.Completed:
+        self.calls.append(tuple(argv))
+        if self.score is None:  # what proc.run raises for a program that is not installed
+            raise CommandError(f"{argv[0]}: command not found; install it or put it on PATH")
+        if "--json=short" in argv:
+            return proc.Completed(tuple(argv), 0, json.dumps(list(self.rows)), "")
+        overall = f"-> Overall exposure level for {argv[-1]}: {self.score} MEDIUM\n"
+        return proc.Completed(tuple(argv), 0, overall, "")
+
+
+def test_missing_systemd_analyze_skips_exposure(tmp_path: Path) -> None:
+    rt = Runtime(root=make_root(tmp_path, CLEAN), run=AnalyzeRunner(None))
+    report = audit.audit(rt, systemd_version=252)
     assert report.exposure is None
     f = only(list(report.findings), "exposure-unavailable")
     assert f.severity is Severity.INFO
@@ -877,29 +892,42 @@ def test_missing_systemd_analyze_skips_exposure(
         (9.2, Severity.CRITICAL),
     ],
 )
-def test_exposure_severity(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, score: float, severity: Severity
-) -> None:
+def test_exposure_severity(tmp_path: Path, score: float, severity: Severity) -> None:
     rows: tuple[dict[str, object], ...] = (
         {"name": "PrivateNetwork=", "exposure": 0.5},
         {"name": "UMask=", "exposure": None},
     )
-    monkeypatch.setattr(
-        systemd, "security_offline", lambda root, name: systemd.SecurityScore(score, rows)
-    )
-    report = audit.audit(make_root(tmp_path, CLEAN), systemd_version=252)
+    root = make_root(tmp_path, CLEAN)
+    runner = AnalyzeRunner(score, rows)
+    report = audit.audit(Runtime(root=root, run=runner), systemd_version=252)
     assert report.exposure == score
     f = only(list(report.findings), "exposure")
     assert f.severity is severity
     assert "PrivateNetwork=" in f.message
+    # The runtime's runner ran systemd-analyze on the files under the root, offline.
+    assert all(f"--root={root}" in call and "--offline=true" in call for call in runner.calls)
+    assert len(runner.calls) == 2
+
+
+@pytest.mark.parametrize(("version", "too_new"), [("255", False), ("252", True)])
+def test_the_systemd_version_is_asked_through_the_runtime(
+    tmp_path: Path, version: str, too_new: bool
+) -> None:
+    def runner(argv: Sequence[str], **kw: Any) -> proc.Completed:
+        assert list(argv) == ["systemctl", "--version"]
+        return proc.Completed(tuple(argv), 0, f"systemd {version} ({version}.4-1)\n+PAM\n", "")
+
+    root = make_root(tmp_path, CLEAN + "RestartSteps=3\nRestartMaxDelaySec=1min\n")
+    report = audit.audit(Runtime(root=root, run=runner), with_exposure=False)
+    assert ("too-new-for-systemd" in {f.id for f in report.findings}) is too_new
 
 
 def test_version_defaults_to_the_facts(tmp_path: Path) -> None:
     root = make_root(tmp_path, CLEAN + "RestartSteps=3\nRestartMaxDelaySec=1min\n")
     new = dataclasses.replace(host("cpu-small"), systemd_version=255)
-    report = audit.audit(root, facts=new, with_exposure=False)
+    report = audit.audit(Runtime(root=root), facts=new, with_exposure=False)
     assert "too-new-for-systemd" not in {f.id for f in report.findings}
-    report = audit.audit(root, facts=host("cpu-small"), with_exposure=False)
+    report = audit.audit(Runtime(root=root), facts=host("cpu-small"), with_exposure=False)
     assert "too-new-for-systemd" in {f.id for f in report.findings}
 
 
@@ -909,7 +937,9 @@ def test_version_defaults_to_the_facts(tmp_path: Path) -> None:
 def test_worst_and_json_shape(tmp_path: Path) -> None:
     empty = Report("ollama.service", "/u", (), (), None)
     assert empty.worst() is Severity.INFO
-    report = audit.audit(make_root(tmp_path, GUIDE), with_exposure=False, systemd_version=252)
+    report = audit.audit(
+        Runtime(root=make_root(tmp_path, GUIDE)), with_exposure=False, systemd_version=252
+    )
     assert report.worst() is Severity.CRITICAL
     data = json.loads(json.dumps(report.to_json()))
     assert set(data) == {"unit", "fragment", "dropins", "exposure", "worst", "findings"}
@@ -926,7 +956,9 @@ def test_worst_and_json_shape(tmp_path: Path) -> None:
 
 
 def test_format_text(tmp_path: Path) -> None:
-    report = audit.audit(make_root(tmp_path, GUIDE), with_exposure=False, systemd_version=252)
+    report = audit.audit(
+        Runtime(root=make_root(tmp_path, GUIDE)), with_exposure=False, systemd_version=252
+    )
     text = audit.format_text(report)
     lines = text.splitlines()
     # The summary first: the unit, how bad, what to do; then the unit's files.

@@ -72,8 +72,9 @@ def guide(
 
 def reports(root: Path) -> list[audit.Report]:
     facts = two_gpu_host()
-    main = audit.audit(root, "ollama.service", facts, with_exposure=False)
-    return [main, *rules_instances.fleet_reports(root, main, facts, with_exposure=False)]
+    rt = Runtime(root=root)
+    main = audit.audit(rt, "ollama.service", facts, with_exposure=False)
+    return [main, *rules_instances.fleet_reports(rt, main, facts, with_exposure=False)]
 
 
 def ids(report: audit.Report) -> dict[str, Severity]:

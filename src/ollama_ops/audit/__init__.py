@@ -22,7 +22,7 @@ completes, and they speak in the ``model``'s findings.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ollama_ops.audit import (
     rules_devices,
@@ -54,6 +54,9 @@ from ollama_ops.host import systemd
 from ollama_ops.model.facts import HostFacts
 from ollama_ops.plan import preflight
 from ollama_ops.unitfile import effective as effective_mod
+
+if TYPE_CHECKING:
+    from ollama_ops.runtime import Runtime
 
 __all__ = [
     "EnvFile",
@@ -111,14 +114,19 @@ def check(
 
 
 def audit(
-    root: Path,
+    rt: Runtime,
     unit_name: str = "ollama.service",
     facts: HostFacts | None = None,
     *,
     systemd_version: int | None = None,
     with_exposure: bool = True,
 ) -> Report:
-    """Load ``unit_name`` under ``root``, run every rule and the exposure score."""
+    """Load ``unit_name`` under the runtime's root, run every rule and the exposure score.
+
+    The runtime's runner asks systemd's version (when neither ``systemd_version`` nor
+    ``facts`` give it) and runs `systemd-analyze security --offline`.
+    """
+    root = rt.root
     # The reader plan and apply use too; then an instance's %i, %n ... as systemd fills them in
     # (ollama@gpu0: EnvironmentFile=/etc/ollama/%i.conf).
     effective = rules_instances.expand_instance(preflight.load_unit(root, unit_name))
@@ -128,11 +136,11 @@ def audit(
     if version is None and facts is not None:
         version = facts.systemd_version
     if version is None:
-        version = systemd.installed_version() or 252
+        version = systemd.installed_version(rt.run) or 252
     findings = check(effective, facts, version, read_root_files(root, effective))
     exposure: float | None = None
     if with_exposure and not effective.masked:
-        exposure, score = _exposure(root, unit_name)
+        exposure, score = _exposure(root, unit_name, rt.run)
         findings = ordered([*findings, score])
     return Report(
         unit=unit_name,

@@ -3,17 +3,21 @@
 The score (0 safe .. 10 exposed) maps to a severity, and the message names
 the three settings that cost the most. Without systemd-analyze the finding
 says so at INFO and the report carries no score. This is the one rule that
-runs a command (through ``systemd``), so ``audit`` calls it, never ``check``.
+runs a command (through the runtime's runner), so ``audit`` calls it, never ``check``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ollama_ops.audit.context import finding
 from ollama_ops.audit.model import Finding, Severity
 from ollama_ops.errors import CommandError
-from ollama_ops.host import systemd
+from ollama_ops.host import proc, systemd
+
+if TYPE_CHECKING:
+    from ollama_ops.runtime import Runner
 
 
 def _exposure_severity(score: float) -> Severity:
@@ -26,10 +30,10 @@ def _exposure_severity(score: float) -> Severity:
     return Severity.CRITICAL
 
 
-def exposure(root: Path, unit_name: str) -> tuple[float | None, Finding]:
+def exposure(root: Path, unit_name: str, run: Runner = proc.run) -> tuple[float | None, Finding]:
     """The score of ``unit_name`` under ``root`` (None: unavailable) and its finding."""
     try:
-        score = systemd.security_offline(root, unit_name)
+        score = systemd.security_offline(root, unit_name, run)
     except CommandError as exc:
         return None, finding(
             "exposure-unavailable",

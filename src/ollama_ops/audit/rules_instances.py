@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ollama_ops.audit.context import Ctx, Var, finding
 from ollama_ops.audit.model import Finding, Report, Severity, ordered
@@ -27,6 +28,9 @@ from ollama_ops.audit.values import parse_memory
 from ollama_ops.model.config import format_size
 from ollama_ops.model.facts import GpuVendor, HostFacts
 from ollama_ops.unitfile import effective as effective_mod
+
+if TYPE_CHECKING:
+    from ollama_ops.runtime import Runtime
 
 _FRONTEND_NODE = "/dev/nvidia0"  # any numbered node: granted by a class, every GPU is
 
@@ -357,15 +361,17 @@ def find_instances(root: Path, main_unit: str = "ollama.service") -> list[str]:
 
 
 def fleet_reports(
-    root: Path, main: Report, facts: HostFacts | None, *, with_exposure: bool = True
+    rt: Runtime, main: Report, facts: HostFacts | None, *, with_exposure: bool = True
 ) -> list[Report]:
-    """One report per instance under root, the cross-unit findings in the unit they concern."""
+    """One report per instance under the root, the cross-unit findings in the unit they
+    concern."""
     from ollama_ops.audit import audit, read_root_files
     from ollama_ops.host import systemd
 
-    version = facts.systemd_version if facts else (systemd.installed_version() or 252)
+    root = rt.root
+    version = facts.systemd_version if facts else (systemd.installed_version(rt.run) or 252)
     reports = [
-        audit(root, name, facts, systemd_version=version, with_exposure=with_exposure)
+        audit(rt, name, facts, systemd_version=version, with_exposure=with_exposure)
         for name in find_instances(root, main.unit)
     ]
     if not reports:

@@ -37,9 +37,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
 
     rt = runtime(args, env)
     host = load_facts(args, rt) if (args.facts or rt.live) else None
-    report = audit.audit(rt.root, args.unit, host)
+    report = audit.audit(rt, args.unit, host)
     # The main unit's instances (ollama@NAME) too, with the findings across them.
-    fleet = [] if "@" in args.unit else rules_instances.fleet_reports(rt.root, report, host)
+    fleet = [] if "@" in args.unit else rules_instances.fleet_reports(rt, report, host)
     if args.json:
         data = {
             "command": "audit",

@@ -121,22 +121,13 @@ class SecurityScore:
     findings: tuple[dict[str, object], ...]
 
 
-def security_offline(root: Path, unit: str) -> SecurityScore:
-    """`systemd-analyze security --offline` on files under root: the exposure score 0-10."""
-    require("systemd-analyze")
-    done = proc.run(
-        [
-            "systemd-analyze",
-            "security",
-            "--offline=true",
-            f"--root={root}",
-            "--no-pager",
-            "--json=short",
-            unit,
-        ],
-        check=False,
-        timeout=60,
-    )
+def security_offline(root: Path, unit: str, run: Runner = proc.run) -> SecurityScore:
+    """`systemd-analyze security --offline` on files under root: the exposure score 0-10.
+
+    A missing systemd-analyze is the runner's CommandError, like any failure to run it.
+    """
+    base = ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager"]
+    done = run([*base, "--json=short", unit], check=False, timeout=60)
     try:
         rows = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
@@ -147,11 +138,7 @@ def security_offline(root: Path, unit: str) -> SecurityScore:
         exposure = row.get("exposure")
         if isinstance(exposure, int | float):
             total += float(exposure)
-    text = proc.run(
-        ["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager", unit],
-        check=False,
-        timeout=60,
-    ).stdout
+    text = run([*base, unit], check=False, timeout=60).stdout
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", text)
     return SecurityScore(exposure=float(match.group(1)) if match else total, findings=tuple(rows))
 
