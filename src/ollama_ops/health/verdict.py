@@ -139,18 +139,18 @@ def _stuck_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
     if s.clock_jumped:
         return None
     deep = s.deep
+    hung_on = _generation_hung_on(s, t)
     for m in s.api.models or ():
         if m.expires_in_s is None or m.expires_in_s >= 0:
             continue
         past = -m.expires_in_s
-        hanging = _hanging_probe(s, m.name, t) if past >= t.stuck_probed_grace_s else None
-        if hanging is not None:
+        if deep is not None and m.name == hung_on and past >= t.stuck_probed_grace_s:
             return Verdict(
                 State.STUCK,
                 (Problem.STUCK_MODEL,),
                 (
                     f"{m.name} expired {_s(past)} ago and is still listed, and "
-                    f"{_deep_text(hanging)} (stuck in 'Stopping...')",
+                    f"{_deep_text(deep)} (stuck in 'Stopping...')",
                 ),
             )
         if past < t.stuck_grace_s:
@@ -167,19 +167,14 @@ def _stuck_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
     return None
 
 
-def _hanging_probe(s: Snapshot, model: str, t: Thresholds) -> DeepProbe | None:
-    """The probe when generations on ``model`` time out as often as "hung" needs and nothing
-    else moves (no load under way, no request completing); None otherwise."""
+def _generation_hung_on(s: Snapshot, t: Thresholds) -> str | None:
+    """The model whose one-token generation timed out where the deep rule finds it hung
+    (failing long enough, nothing loading, nothing completing); None otherwise."""
     deep = s.deep
-    if deep is None or deep.model != model or deep.outcome is not DeepOutcome.TIMEOUT:
+    if deep is None or deep.outcome is not DeepOutcome.TIMEOUT:
         return None
-    if deep.failures < t.deep_failures or not s.progress.readable:
-        return None
-    loading = s.progress.loading_for_s
-    if loading is not None and loading < t.load_grace_s:
-        return None
-    span = max(deep.failing_for_s, deep.latency_s or 0.0)
-    return None if _completed_within(s, min(span, t.progress_window_s), t) else deep
+    verdict = _deep_rule(s, t)
+    return deep.model if verdict is not None and verdict.state is State.HUNG else None
 
 
 def _deep_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
