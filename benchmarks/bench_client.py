@@ -150,11 +150,6 @@ class Sim:
 # --------------------------------------------------------------------------- clients
 
 
-def default_ramp(streams: int) -> float:
-    """The benchmark's own default: stream starts 2 ms apart, at most 1 s in all."""
-    return min(1.0, 0.002 * streams)
-
-
 def run_ours(  # noqa: PLR0917
     url: str, api: str, streams: int, duration: float, tokens: int, ramp: float
 ) -> dict[str, Any]:
@@ -295,6 +290,8 @@ CLIENTS = {"ours": run_ours, "aiohttp": run_aiohttp}
 
 def child(args: argparse.Namespace) -> int:
     fn = CLIENTS[args.child]
+    from ollama_ops.bench.shapes import default_ramp  # both clients ramp as the benchmark does
+
     ramp = default_ramp(args.child_streams) if args.child_ramp is None else args.child_ramp
     out = fn(args.url, args.api, args.child_streams, args.duration, args.tokens, ramp)
     print("CHILD " + json.dumps(out))

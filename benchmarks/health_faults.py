@@ -240,6 +240,14 @@ def watch(
     return out
 
 
+def cleared_if_unrecovered(c: Container, out: Outcome) -> Outcome:
+    """A fault the design never recovered from is cleared by hand, so the next one starts clean."""
+    if out.recovered is None and api_up(c):
+        fault(c, clear=("*",))
+        out.note = "never detected; fault cleared by hand"
+    return out
+
+
 def run_hang(c: Container, d: Design, cap: float) -> Outcome:
     clean_start(c, d)
     began = time.monotonic()
@@ -258,10 +266,7 @@ def run_generate_hang(c: Container, d: Design, cap: float, streams: int = 0) -> 
     finally:
         if load is not None:
             load.stop()
-    if out.recovered is None and api_up(c):
-        fault(c, clear=("*",))
-        out.note = "never detected; fault cleared by hand"
-    return out
+    return cleared_if_unrecovered(c, out)
 
 
 def run_gpu_lost(c: Container, d: Design, cap: float) -> Outcome:
@@ -278,10 +283,7 @@ def run_gpu_lost(c: Container, d: Design, cap: float) -> Outcome:
                 c.http("POST", API + "/api/generate", body=body, timeout=5)
 
     out = watch(c, d, began, cap, tick=client)
-    if out.recovered is None:
-        fault(c, clear=("*",))
-        out.note = "never detected; fault cleared by hand"
-    return out
+    return cleared_if_unrecovered(c, out)
 
 
 def run_stuck_unload(c: Container, d: Design, cap: float) -> Outcome:
@@ -289,10 +291,7 @@ def run_stuck_unload(c: Container, d: Design, cap: float) -> Outcome:
     began = time.monotonic()
     fault(c, "stuck-unload")  # the loaded model is told to unload, and never does
     out = watch(c, d, began, cap)
-    if out.recovered is None and api_up(c):
-        fault(c, clear=("*",))
-        out.note = "never detected; fault cleared by hand"
-    return out
+    return cleared_if_unrecovered(c, out)
 
 
 def run_load_flood(c: Container, d: Design, seconds: float = 60.0) -> Outcome:

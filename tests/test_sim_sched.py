@@ -336,9 +336,9 @@ def test_waiting_client_that_leaves_gives_up_its_place() -> None:
 
 
 def test_a_percentile_past_the_histogram_is_the_real_error_not_the_bucket_edge() -> None:
-    from ollama_ops.sim.engine import Stats
+    from ollama_ops.sim.engine import ErrorHistogram
 
-    stats = Stats()
+    stats = ErrorHistogram()
     for _ in range(90):
         stats.record(0.000_05)
     for i in range(10):

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from ollama_ops.health.unitplan import CHECK_SERVICE, CHECK_TIMER
+
 from .conftest import BootFactory
 from .health_env import (
     API,
@@ -253,10 +255,6 @@ def test_a_stuck_model_is_killed_with_its_cgroup_and_started(c: Container, fresh
     print(
         f"\nstuck model: detected {detected:.1f}s after it stuck, back {back - float(act['at']):.1f}s later"
     )
-
-
-CHECK_SERVICE = "ollama-ops-check.service"
-CHECK_TIMER = "ollama-ops-check.timer"
 
 
 def test_the_guides_timer_layout_runs_our_check(c: Container, fresh: float) -> None:

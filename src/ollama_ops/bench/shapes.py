@@ -58,6 +58,11 @@ class Stop:
     requests: int | None = None
 
 
+def default_ramp(streams: int) -> float:
+    """Closed-loop streams start 2 ms apart, over at most 1 s (as load generators ramp)."""
+    return min(1.0, 0.002 * streams)
+
+
 @dataclass(frozen=True)
 class Shape:
     stages: tuple[Stage, ...]
@@ -71,7 +76,7 @@ class Shape:
     ramp_s: float | None = None
 
     def ramp_for(self, streams: int) -> float:
-        return self.ramp_s if self.ramp_s is not None else min(1.0, 0.002 * streams)
+        return self.ramp_s if self.ramp_s is not None else default_ramp(streams)
 
     @property
     def kind(self) -> str:

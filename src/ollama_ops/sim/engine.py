@@ -163,13 +163,6 @@ class Stats:
             for label, t, due, written in self.first_tokens
         ]
 
-    @property
-    def max_error(self) -> float:
-        return self.timing.max_error
-
-    def percentile(self, q: float) -> float:
-        return self.timing.percentile(q)
-
     def snapshot(self) -> dict[str, Any]:
         elapsed = _monotonic() - self.started
         return {
