@@ -176,10 +176,14 @@ class SimThread:
         return self.log_buf.getvalue()
 
 
+_R = TypeVar("_R", bound="RegistryThread")
+
+
 class RegistryThread:
     """The registry stand-in on 127.0.0.1:<ephemeral> in a daemon thread.
 
-    ``requests`` lists every (method, path) it served, in order.
+    ``requests`` lists every (method, path) it served, in order. Subclasses may answer a
+    request themselves in :meth:`intercept`.
     """
 
     def __init__(self, rate: float = 0.0) -> None:
@@ -192,6 +196,11 @@ class RegistryThread:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.url = ""
 
+    def intercept(self, request: web.Request) -> web.StreamResponse | None:
+        """Before each request: None serves it, a response answers in its place."""
+        self.requests.append((request.method, request.path))
+        return None
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self._main())
@@ -200,12 +209,14 @@ class RegistryThread:
         app = make_app(self.registry, self.rate, quiet=True)
 
         @web.middleware
-        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
-            self.requests.append((request.method, request.path))
+        async def intercept(request: web.Request, handler: Any) -> web.StreamResponse:
+            early = self.intercept(request)
+            if early is not None:
+                return early
             resp: web.StreamResponse = await handler(request)
             return resp
 
-        app.middlewares.insert(0, record)
+        app.middlewares.insert(0, intercept)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         sock = listen_socket("127.0.0.1", 0)
@@ -217,9 +228,9 @@ class RegistryThread:
         await self._stop.wait()
         await runner.cleanup()
 
-    def __enter__(self) -> RegistryThread:
+    def __enter__(self: _R) -> _R:
         self._thread.start()
-        self._ready.wait(10)
+        assert self._ready.wait(10), "the registry stand-in did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:

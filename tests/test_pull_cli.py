@@ -10,15 +10,12 @@ proves it was closed again.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -31,72 +28,34 @@ from ollama_ops.errors import ExitStatus
 from ollama_ops.model import config
 from ollama_ops.models import egress
 from ollama_ops.plan import compose
-from ollama_ops.sim.registry import Registry, make_app
-from ollama_ops.sim.system import listen_socket, new_event_loop
 from tests.helpers import FIXTURES, FakeOllama, fake_runtime, host
-from tests.sim_helpers import SimThread
+from tests.sim_helpers import RegistryThread, SimThread
 from tests.test_models_egress import CLOSE_SEQUENCE, CLOSED, OPEN_CALL, SystemdModel
 
 MODEL = "smollm2:135m"
 FACTS = str(FIXTURES / "hosts" / "nvidia-1x24g.json")
 
 
-class GatedRegistry:
+class GatedRegistry(RegistryThread):
     """The registry stand-in in a thread; ``allowed()`` False answers 403 (the IP filter).
 
     ``served`` lists (method, path, allowed); ``on_blob`` runs when a blob GET starts.
     """
 
     def __init__(self, allowed: Callable[[], bool], rate: float = 0.0) -> None:
+        super().__init__(rate)
         self.allowed = allowed
-        self.rate = rate
         self.served: list[tuple[str, str, bool]] = []
         self.on_blob: Callable[[], None] | None = None
-        self.loop = new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.url = ""
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._main())
-
-    async def _main(self) -> None:
-        app = make_app(Registry(), self.rate, quiet=True)
-
-        @web.middleware
-        async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
-            ok = self.allowed()
-            self.served.append((request.method, request.path, ok))
-            if not ok:
-                return web.Response(status=403, text="blocked by the test's IP filter")
-            if request.method == "GET" and "/blobs/" in request.path and self.on_blob:
-                self.on_blob()
-            resp: web.StreamResponse = await handler(request)
-            return resp
-
-        app.middlewares.insert(0, gate)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        sock = listen_socket("127.0.0.1", 0)
-        await web.SockSite(runner, sock).start()
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self._stop = asyncio.Event()
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-    def __enter__(self) -> GatedRegistry:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self.loop.close()
+    def intercept(self, request: web.Request) -> web.StreamResponse | None:
+        ok = self.allowed()
+        self.served.append((request.method, request.path, ok))
+        if not ok:
+            return web.Response(status=403, text="blocked by the test's IP filter")
+        if request.method == "GET" and "/blobs/" in request.path and self.on_blob:
+            self.on_blob()
+        return None
 
 
 @pytest.fixture
