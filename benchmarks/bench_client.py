@@ -44,44 +44,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from typing import Any
+
+from sim_throughput import bench_profile, free_port, http
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "bench:tiny"
 UNIQUE_PROMPTS = 20_000  # "prompt {i}": each request of an accuracy run names itself
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def profile(rate: float, streams: int) -> dict[str, Any]:
-    return {
-        "gpus": [{"id": "GPU-bench", "name": "bench", "vram_bytes": 80 * 1024**3}],
-        "models": [
-            {
-                "name": MODEL,
-                "size": 100_000_000,
-                "family": "llama",
-                "parameter_size": "100M",
-                "quantization_level": "Q8_0",
-                "load_seconds": 0,
-                "prompt_tps": 1e9,
-                "decode_tps": rate,
-                "scaling_alpha": 1.0,
-                "saturation": max(streams, 1),
-                "response_tokens": 100_000,
-            }
-        ],
-    }
-
-
-def http(url: str, data: bytes | None = None) -> Any:
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
-        return json.loads(r.read() or b"null")
+    """sim_throughput's one-model profile, with responses longer than any request asks."""
+    return bench_profile(rate, streams, tokens=100_000)
 
 
 class Sim:

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from sim_throughput import free_port  # noqa: E402
 
 from ollama_ops.model import config  # noqa: E402
 from ollama_ops.model.facts import Gpu, GpuVendor, HostFacts, NumaNode  # noqa: E402
@@ -60,12 +61,6 @@ PROFILE = {
         }
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(url: str, deadline: float) -> None:

@@ -162,15 +162,16 @@ def _worker(plan: Plan, ids: list[int], start_at: float, out: Any) -> None:
         out.put({"error": repr(e)})
 
 
-def _http(url: str, data: bytes | None = None) -> Any:
+def http(url: str, data: bytes | None = None) -> Any:
+    """POST ``data`` (GET without) and the JSON answer."""
     with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
         return json.loads(r.read() or b"null")
 
 
 def run_clients(plan: Plan) -> dict[str, Any]:
     url, streams, clients, timeout = plan.url, plan.streams, plan.clients, plan.timeout
-    _http(url + "/api/generate", json.dumps({"model": "bench:tiny", "prompt": ""}).encode())
-    _http(url + "/_sim/stats/reset", b"")
+    http(url + "/api/generate", json.dumps({"model": "bench:tiny", "prompt": ""}).encode())
+    http(url + "/_sim/stats/reset", b"")
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     start_at = time.time() + 1.0  # all client processes start together
@@ -189,7 +190,7 @@ def run_clients(plan: Plan) -> dict[str, Any]:
     errors = [p["error"] for p in parts if "error" in p]
     if errors:
         raise RuntimeError("client failed: " + "; ".join(errors))
-    server = _http(url + "/_sim/stats")
+    server = http(url + "/_sim/stats")
     lateness = sorted(x for p in parts for _, x in p["lateness"])
     # Steady state: while every stream is running (after the last first token,
     # before the first last token).
