@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
@@ -462,8 +463,8 @@ def _proc_status(pid: str) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
-def _container_pid1(nspawn_pid: int) -> int:
-    """The child of systemd-nspawn that is PID 1 of its namespace and runs systemd."""
+def _container_pid1(nspawn_pid: int, name: str = "systemd") -> int:
+    """The child of systemd-nspawn that is PID 1 of its namespace and runs ``name``."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -471,7 +472,7 @@ def _container_pid1(nspawn_pid: int) -> int:
         if fields.get("PPid", "").strip() != str(nspawn_pid):
             continue
         nspid = fields.get("NSpid", "").split()
-        if len(nspid) >= 2 and nspid[-1] == "1" and fields.get("Name", "").strip() == "systemd":
+        if len(nspid) >= 2 and nspid[-1] == "1" and fields.get("Name", "").strip() == name:
             return int(proc.name)
     return 0
 
@@ -528,6 +529,8 @@ class Container:
     only ``lo``, so nothing it listens on is exposed, and ports never clash
     between containers.
     """
+
+    PID1_NAME: ClassVar[str] = "systemd"  # what the container's PID 1 runs once started
 
     suite: str
     boot_timeout: float = BOOT_TIMEOUT
@@ -621,22 +624,7 @@ class Container:
             "--private-network",
             "--link-journal=no",
         ]
-        with self.log_path.open("wb") as logf:
-            self._nspawn = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.boot_timeout
-        while not self.pid:
-            self._check_nspawn_alive("while starting")
-            self.pid = self._find_pid1()
-            if time.monotonic() > deadline:
-                raise BootError(f"{self.name}: no container PID 1 after {self.boot_timeout:g}s")
-            if not self.pid:
-                time.sleep(0.05)
+        deadline = self._spawn(argv)
         state = ""
         while True:
             self._check_nspawn_alive("while booting")
@@ -655,6 +643,26 @@ class Container:
             failed = self.exec(["systemctl", "--failed", "--no-legend", "--plain"], check=False)
             log.warning("%s booted degraded: %s", self.name, failed.stdout.strip())
 
+    def _spawn(self, argv: list[str]) -> float:
+        """Start systemd-nspawn and wait for the container's PID 1; the boot's deadline."""
+        with self.log_path.open("wb") as logf:
+            self._nspawn = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.boot_timeout
+        while not self.pid:
+            self._check_nspawn_alive("while starting")
+            self.pid = self._find_pid1()
+            if time.monotonic() > deadline:
+                raise BootError(f"{self.name}: no container PID 1 after {self.boot_timeout:g}s")
+            if not self.pid:
+                time.sleep(0.05)
+        return deadline
+
     def _check_nspawn_alive(self, when: str) -> None:
         assert self._nspawn is not None
         rc = self._nspawn.poll()
@@ -663,7 +671,7 @@ class Container:
 
     def _find_pid1(self) -> int:
         assert self._nspawn is not None
-        return _container_pid1(self._nspawn.pid)
+        return _container_pid1(self._nspawn.pid, self.PID1_NAME)
 
     def _log_tail(self, lines: int = 20) -> str:
         """The end of the console log (the workdir goes away with stop())."""

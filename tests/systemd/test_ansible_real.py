@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ from .conftest import BootFactory
 from .nspawn import (
     OLLAMA_OPS_BIN,
     Container,
-    _container_pid1,
     create_ollama_user,
     install_simulator_as_ollama,
     roots_dir,
@@ -305,38 +303,12 @@ BAD_INPUT_PLAYBOOK = """\
 class Unbooted(Container):
     """A container whose PID 1 is /bin/sleep: a Debian with Python but no running systemd."""
 
+    PID1_NAME = "sleep"
+
     def _boot(self) -> None:
         argv = ["systemd-nspawn", f"--directory={self.root}", f"--machine={self.name}"]
         argv += ["--register=no", "--keep-unit", "--private-network", "--link-journal=no"]
-        with self.log_path.open("wb") as logf:
-            self._nspawn = subprocess.Popen(
-                [*argv, "/bin/sleep", "infinity"],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.boot_timeout
-        while not self.pid:
-            self._check_nspawn_alive("while starting")
-            self.pid = self._find_pid1()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no PID 1 after {self.boot_timeout:g}s")
-            time.sleep(0.05)
-
-    def _find_pid1(self) -> int:
-        assert self._nspawn is not None
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    status = (proc / "status").read_text()
-                except OSError:
-                    continue
-                if f"PPid:\t{self._nspawn.pid}\n" in status and "NSpid:" in status:
-                    nspid = status.split("NSpid:", 1)[1].split("\n", 1)[0].split()
-                    if nspid[-1] == "1":
-                        return int(proc.name)
-        return _container_pid1(self._nspawn.pid)
+        self._spawn([*argv, "/bin/sleep", "infinity"])
 
 
 @pytest.fixture
