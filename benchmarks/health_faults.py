@@ -45,6 +45,7 @@ from tests.systemd.health_env import (  # noqa: E402
     api_up,
     cpu_seconds,
     fault,
+    hang_each_new_process,
     load_model,
     main_pid,
     records,
@@ -313,10 +314,7 @@ def run_never_clearing(c: Container, d: Design, seconds: float) -> Outcome:
     hung: set[int] = set()
 
     def keep_hanging() -> None:
-        pid = main_pid(c)
-        if pid and pid not in hung and c.show(UNIT, "ActiveState")["ActiveState"] == "active":
-            signal(c, pid, "USR1")
-            hung.add(pid)
+        hang_each_new_process(c, hung)
 
     out = watch(c, d, began, seconds, tick=keep_hanging, need_recovery=False)
     gave_up = bool(records(c, "give_up", began)) if isinstance(d, Supervisor) else False

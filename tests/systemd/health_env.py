@@ -89,6 +89,14 @@ def signal(c: Container, pid: int, name: str) -> None:
     c.exec(["/bin/sh", "-c", f"kill -{name} {pid}"], check=False)
 
 
+def hang_each_new_process(c: Container, hung: set[int]) -> None:
+    """A fault that never clears: hang each new, active server process once (SIGUSR1)."""
+    pid = main_pid(c)
+    if pid and pid not in hung and c.show(UNIT, "ActiveState")["ActiveState"] == "active":
+        signal(c, pid, "USR1")
+        hung.add(pid)
+
+
 def records(
     c: Container, event: str | None = None, since: float = 0.0, unit: str = WATCH
 ) -> list[dict[str, Any]]:
