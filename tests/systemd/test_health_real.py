@@ -242,6 +242,8 @@ def test_a_stuck_model_is_killed_with_its_cgroup_and_started(c: Container, fresh
     detected = float(act["at"]) - stuck_at
     assert detected >= 5  # never before the grace
     assert act["OLLAMA_OPS_VERDICT"] == "stuck" and "still listed" in act["OLLAMA_OPS_SUMMARY"]
+    # "act" is written when the action starts; its steps are in "action_done" once they ran.
+    wait_for("the kill's steps", lambda: bool(records(c, "action_done", stuck_at)), timeout=60)
     done = records(c, "action_done", stuck_at)[0]
     steps = [s.split(":")[0] for s in str(done["OLLAMA_OPS_STEPS"]).splitlines()]
     assert steps[0] == f"systemctl kill --signal=SIGKILL {UNIT}", steps
