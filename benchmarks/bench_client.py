@@ -30,6 +30,7 @@ same work the benchmark client does).
 
 Usage: python benchmarks/bench_client.py [--duration 20] [--repeats 1]
        [--streams 64,256] [--keepup 256,512] [--only cpu,keepup,accuracy]
+       [--accuracy-ramp S] [--priority normal|nice] [--pin]
 Loopback only; every run is bounded. Prints a table and ``RESULT`` lines.
 """
 
@@ -44,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sim_throughput import bench_profile, free_port, http
@@ -58,11 +61,51 @@ def profile(rate: float, streams: int) -> dict[str, Any]:
     return bench_profile(rate, streams, tokens=100_000)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the simulator and the clients run: niceness, and whether each has its own CPU.
+
+    On a small machine the two processes otherwise share cores at the scheduler's whim, and a
+    request or a token waits for the other process's time slice: that wait lands in the
+    accuracy figure although neither the client nor the simulator caused it.
+    """
+
+    nice: bool = False
+    pin: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pin and len(os.sched_getaffinity(0)) < 2:
+            raise SystemExit("bench_client: --pin needs at least 2 CPUs; run without --pin")
+
+    def _cpus(self) -> list[int]:
+        return sorted(os.sched_getaffinity(0))
+
+    def place_sim(self, pid: int) -> None:
+        if self.nice:  # shield it from unrelated load on a shared machine (root)
+            os.setpriority(os.PRIO_PROCESS, pid, -10)
+        if self.pin:
+            os.sched_setaffinity(pid, {self._cpus()[-1]})
+
+    def client_setup(self) -> Callable[[], None] | None:
+        """The preexec_fn of a client process (runs in the child before it starts)."""
+        if not (self.nice or self.pin):
+            return None
+        cpu = self._cpus()[0]
+
+        def setup() -> None:
+            if self.nice:
+                os.setpriority(os.PRIO_PROCESS, 0, -10)
+            if self.pin:
+                os.sched_setaffinity(0, {cpu})
+
+        return setup
+
+
 class Sim:
     """The simulator in a subprocess, sized for ``streams`` at ``rate`` tokens/s each."""
 
-    def __init__(self, tmp: str, rate: float, streams: int, priority: str = "normal") -> None:
-        self.priority = priority
+    def __init__(self, tmp: str, rate: float, streams: int, placement: Placement) -> None:
+        self.placement = placement
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         path = os.path.join(tmp, f"profile-{rate}-{streams}.json")
@@ -86,8 +129,7 @@ class Sim:
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
-        if priority == "nice":  # shield it from unrelated load on a shared machine (root)
-            os.setpriority(os.PRIO_PROCESS, self.proc.pid, -10)
+        placement.place_sim(self.proc.pid)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -308,7 +350,7 @@ def client_run(  # noqa: PLR0917
         text=True,
         timeout=duration + 120,
         check=False,
-        preexec_fn=_nice if sim.priority == "nice" else None,
+        preexec_fn=sim.placement.client_setup(),
     )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("CHILD ")]
     if done.returncode != 0 or not lines:
@@ -348,10 +390,6 @@ def split_ttft(
     return out
 
 
-def _nice() -> None:
-    os.setpriority(os.PRIO_PROCESS, 0, -10)
-
-
 def p99(values: list[float]) -> float:
     if not values:
         return float("nan")
@@ -382,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         help="nice: the simulator and the client processes run at niceness -10 (root), so"
         " that other sessions' load on a shared machine does not preempt them",
     )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the simulator runs on the last CPU and each client on the first (needs 2),"
+        " so that the two never wait for each other's time slice",
+    )
     ap.add_argument("--child", choices=sorted(CLIENTS), help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--api", default="openai", help=argparse.SUPPRESS)
@@ -391,11 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child(args)
     parts = set(args.only.split(","))
+    placement = Placement(nice=args.priority == "nice", pin=args.pin)
     rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         if "cpu" in parts:
             for n in (int(x) for x in args.streams.split(",")):
-                sim = Sim(tmp, args.rate, n, args.priority)
+                sim = Sim(tmp, args.rate, n, placement)
                 try:
                     runs: dict[str, list[dict[str, Any]]] = {"aiohttp": [], "ours": []}
                     for _ in range(args.repeats):
@@ -424,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         if "keepup" in parts:
             for n in (int(x) for x in args.keepup.split(",")):
-                sim = Sim(tmp, 42.0, n, args.priority)
+                sim = Sim(tmp, 42.0, n, placement)
                 try:
                     for name in ("aiohttp", "ours"):
                         r = client_run(sim, name, "openai", n, args.duration, 600)
@@ -446,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                     sim.close()
         if "accuracy" in parts:
             n = args.accuracy_streams
-            sim = Sim(tmp, args.rate, n, args.priority)
+            sim = Sim(tmp, args.rate, n, placement)
             try:
                 for name in ("aiohttp", "ours"):
                     r = client_run(
