@@ -104,7 +104,9 @@ class Placement:
 class Sim:
     """The simulator in a subprocess, sized for ``streams`` at ``rate`` tokens/s each."""
 
-    def __init__(self, tmp: str, rate: float, streams: int, placement: Placement) -> None:
+    def __init__(
+        self, tmp: str, rate: float, streams: int, placement: Placement = Placement()
+    ) -> None:
         self.placement = placement
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
