@@ -68,6 +68,7 @@ __all__ = [
     "check",
     "format_text",
     "read_root_files",
+    "systemd_version_for",
 ]
 
 # The order findings are produced in; ``check`` then sorts them, stably.
@@ -113,6 +114,16 @@ def check(
     return ordered(f for rule in _RULES for f in rule(ctx))
 
 
+def systemd_version_for(rt: Runtime, facts: HostFacts | None, given: int | None = None) -> int:
+    """The systemd version the rules judge against: ``given``, else the facts', else the
+    installed systemctl's (asked through the runtime's runner), else 252 (Debian 12's)."""
+    if given is not None:
+        return given
+    if facts is not None:
+        return facts.systemd_version
+    return systemd.installed_version(rt.run) or 252
+
+
 def audit(
     rt: Runtime,
     unit_name: str = "ollama.service",
@@ -132,11 +143,7 @@ def audit(
     effective = rules_instances.expand_instance(preflight.load_unit(root, unit_name))
     if effective.fragment is None:
         raise OpsError(f"{unit_name} not found under {root}; install ollama or pass --root")
-    version = systemd_version
-    if version is None and facts is not None:
-        version = facts.systemd_version
-    if version is None:
-        version = systemd.installed_version(rt.run) or 252
+    version = systemd_version_for(rt, facts, systemd_version)
     findings = check(effective, facts, version, read_root_files(root, effective))
     exposure: float | None = None
     if with_exposure and not effective.masked:

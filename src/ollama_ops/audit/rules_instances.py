@@ -361,21 +361,26 @@ def find_instances(root: Path, main_unit: str = "ollama.service") -> list[str]:
 
 
 def fleet_reports(
-    rt: Runtime, main: Report, facts: HostFacts | None, *, with_exposure: bool = True
+    rt: Runtime,
+    main: Report,
+    facts: HostFacts | None,
+    *,
+    systemd_version: int | None = None,
+    with_exposure: bool = True,
 ) -> list[Report]:
     """One report per instance under the root, the cross-unit findings in the unit they
-    concern."""
-    from ollama_ops.audit import audit, read_root_files
-    from ollama_ops.host import systemd
+    concern. ``systemd_version`` as ``audit`` takes it (the caller's, asked once)."""
+    from ollama_ops.audit import audit, read_root_files, systemd_version_for
 
     root = rt.root
-    version = facts.systemd_version if facts else (systemd.installed_version(rt.run) or 252)
+    names = find_instances(root, main.unit)
+    if not names:
+        return []
+    version = systemd_version_for(rt, facts, systemd_version)
     reports = [
         audit(rt, name, facts, systemd_version=version, with_exposure=with_exposure)
-        for name in find_instances(root, main.unit)
+        for name in names
     ]
-    if not reports:
-        return []
     units = []
     for report in [main, *reports]:
         loaded = expand_instance(effective_mod.load_effective(root, report.unit))

@@ -37,9 +37,14 @@ def run(args: argparse.Namespace, env: Env) -> int:
 
     rt = runtime(args, env)
     host = load_facts(args, rt) if (args.facts or rt.live) else None
-    report = audit.audit(rt, args.unit, host)
+    version = audit.systemd_version_for(rt, host)  # asked once, for every unit
+    report = audit.audit(rt, args.unit, host, systemd_version=version)
     # The main unit's instances (ollama@NAME) too, with the findings across them.
-    fleet = [] if "@" in args.unit else rules_instances.fleet_reports(rt, report, host)
+    fleet = (
+        []
+        if "@" in args.unit
+        else rules_instances.fleet_reports(rt, report, host, systemd_version=version)
+    )
     if args.json:
         data = {
             "command": "audit",
