@@ -358,9 +358,7 @@ def client_run(  # noqa: PLR0917
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{name} client failed: {done.stderr.strip()[-500:]}")
     out: dict[str, Any] = json.loads(lines[-1][6:])
-    stats = sim.stats()
-    out["server"] = stats["timing_error_us"]
-    out["server_first"] = stats["first_token_error_us"]
+    out["server"] = sim.stats()["timing_error_us"]
     if "firsts" in out:
         out["split"] = split_ttft(out.pop("firsts"), sim.first_tokens())
     out["per_1k"] = out["cpu_s"] / (out["tokens"] / 1000) if out["tokens"] else float("nan")
@@ -371,7 +369,7 @@ def client_run(  # noqa: PLR0917
 def split_ttft(
     firsts: dict[str, list[float]], server: list[dict[str, Any]]
 ) -> dict[str, list[float]]:
-    """Each request's TTFT error split in two, on the host's one CLOCK_MONOTONIC (the client's
+    """Each request's TTFT error split in three, on the host's one CLOCK_MONOTONIC (the client's
     perf_counter and the simulator's monotonic clock are both it on Linux):
 
     * ``client``: first chunk received by the client - first token written by the simulator

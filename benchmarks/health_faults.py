@@ -313,10 +313,9 @@ def run_never_clearing(c: Container, d: Design, seconds: float) -> Outcome:
     began = time.monotonic()
     hung: set[int] = set()
 
-    def keep_hanging() -> None:
-        hang_each_new_process(c, hung)
-
-    out = watch(c, d, began, seconds, tick=keep_hanging, need_recovery=False)
+    out = watch(
+        c, d, began, seconds, tick=lambda: hang_each_new_process(c, hung), need_recovery=False
+    )
     gave_up = bool(records(c, "give_up", began)) if isinstance(d, Supervisor) else False
     out.note = f"{len(hung)} hung processes; gave up: {'yes' if gave_up else 'no'}"
     signal(c, main_pid(c), "USR2")

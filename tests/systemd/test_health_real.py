@@ -266,9 +266,8 @@ def test_the_guides_timer_layout_runs_our_check(c: Container, fresh: float) -> N
     try:
         c.write_file(CONFIG_PATH, timer_config)
         c.exec(["ollama-ops", "apply", "--timeout", "60"], timeout=180)
-        c.systemctl(
-            "stop", WATCH
-        )  # apply removed its unit; a running supervisor stays until stopped
+        # apply removed its unit; a running supervisor stays until stopped
+        c.systemctl("stop", WATCH)
         assert not c.path(f"/etc/systemd/system/{WATCH}").exists()
         props = c.show(CHECK_TIMER, "ActiveState", "AccuracyUSec")
         assert props["ActiveState"] == "active", props  # ollama.service Wants= it
