@@ -258,6 +258,7 @@ def test_tracker_counts_a_window_and_follows_loads() -> None:
     p = t.progress(now=70.0, window=30.0)
     assert p.completions == 1 and p.rejected == 1
     assert p.last_completion_age_s == pytest.approx(9.0)
+    assert p.last_rejection_age_s == pytest.approx(20.0)
     assert p.loading_for_s == pytest.approx(69.0)
     t.add(logscan.Event(71.0, Kind.LOAD_DONE))
     assert t.progress(72.0, 30.0).loading_for_s is None

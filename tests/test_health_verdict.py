@@ -18,6 +18,7 @@ from ollama_ops.health.model import (
     MemoryState,
     Problem,
     Progress,
+    Snapshot,
     State,
     UnitState,
 )
@@ -56,6 +57,23 @@ def test_process_silent_but_requests_complete_is_busy() -> None:
         snap(live=timeout(2.0), live_failing_for=4.0, progress=progress(last_completion_age_s=1.0))
     )
     assert v.state is State.BUSY and v.problem is Problem.SLOW
+
+
+def test_process_silent_but_answering_others_with_503_is_busy_not_hung() -> None:
+    # An overloaded server may leave GET / unanswered while it still refuses the flood: its
+    # HTTP side lives, so it is no whole-process hang (the 503 flood, on a small host).
+    def silent(evidence: Progress, deep: DeepProbe | None = None) -> Snapshot:
+        return snap(live=timeout(2.0), live_failing_for=4.0, progress=evidence, deep=deep)
+
+    flooded = progress(last_completion_age_s=None, rejected=900, last_rejection_age_s=0.5)
+    v = assess(silent(flooded))
+    assert v.state is State.BUSY and v.problem is Problem.QUEUE_FULL, v
+    # 503s from before the silence began prove nothing about it.
+    old = progress(rejected=3, last_rejection_age_s=30.0)
+    assert assess(silent(old)).problem is Problem.PROCESS_HUNG
+    # Nor about generation: a probe that hangs while nothing completes is still a hang.
+    hung = assess(silent(flooded, deep_failing(3, span=20.0)))
+    assert hung.state is State.HUNG and hung.problem is Problem.GENERATION_HUNG, hung
 
 
 def test_silent_with_an_unreadable_journal_is_unknown() -> None:

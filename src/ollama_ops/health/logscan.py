@@ -116,6 +116,10 @@ def classify(message: str, ignore_clients: frozenset[str] = frozenset()) -> tupl
     return None
 
 
+def _age(now: float, at: float | None) -> float | None:
+    return None if at is None else max(0.0, now - at)
+
+
 _COUNTED = (Kind.COMPLETION, Kind.REJECTED, Kind.SERVER_ERROR, Kind.GPU_ERROR, Kind.OOM)
 
 
@@ -130,6 +134,7 @@ class Tracker:
     def __init__(self, keep: float = 600.0) -> None:
         self.keep = keep
         self.last_completion: float | None = None
+        self.last_rejection: float | None = None
         self.loading_since: float | None = None
         self.library: str | None = None
         self.last_gpu_error = ""
@@ -141,6 +146,8 @@ class Tracker:
         self.totals[ev.kind] = self.totals.get(ev.kind, 0) + 1
         if ev.kind is Kind.COMPLETION:
             self.last_completion = max(ev.at, self.last_completion or ev.at)
+        elif ev.kind is Kind.REJECTED:
+            self.last_rejection = max(ev.at, self.last_rejection or ev.at)
         elif ev.kind is Kind.LOAD_START:
             self.loading_since = ev.at if self.loading_since is None else self.loading_since
         elif ev.kind in (Kind.LOAD_DONE, Kind.LOAD_FAILED):
@@ -183,13 +190,13 @@ class Tracker:
             if second + 1 > since and second <= now:
                 for kind, n in by_kind.items():
                     counts[kind] = counts.get(kind, 0) + n
-        last = self.last_completion
         return Progress(
             readable=True,
             window_s=window,
-            last_completion_age_s=None if last is None else max(0.0, now - last),
+            last_completion_age_s=_age(now, self.last_completion),
             completions=counts.get(Kind.COMPLETION, 0),
             rejected=counts.get(Kind.REJECTED, 0),
+            last_rejection_age_s=_age(now, self.last_rejection),
             server_errors=counts.get(Kind.SERVER_ERROR, 0),
             loading_for_s=None
             if self.loading_since is None

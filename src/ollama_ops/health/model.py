@@ -172,6 +172,9 @@ class Progress:
     last_completion_age_s: float | None = None  # a 2xx inference request ended this long ago
     completions: int = 0  # within the window
     rejected: int = 0  # 503s within the window
+    # A 503 was answered this long ago: the server's HTTP side still answers (not a whole-
+    # process hang), though a full queue says nothing about generation.
+    last_rejection_age_s: float | None = None
     server_errors: int = 0  # other 5xx within the window
     loading_for_s: float | None = None  # a model load started this long ago, not finished
     gpu_errors: int = 0  # CUDA/driver errors (not out-of-memory) within the window

@@ -115,6 +115,7 @@ def evidence_record(s: Snapshot) -> dict[str, object]:
             "last_completion_age_s": _round(s.progress.last_completion_age_s),
             "completions": s.progress.completions,
             "rejected": s.progress.rejected,
+            "last_rejection_age_s": _round(s.progress.last_rejection_age_s),
             "loading_for_s": _round(s.progress.loading_for_s),
             "gpu_errors": s.progress.gpu_errors,
         },

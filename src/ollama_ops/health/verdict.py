@@ -49,9 +49,12 @@ def gpu_host(s: Snapshot) -> bool:
     return bool(s.gpu.gpus) or s.progress.gpu_library in GPU_LIBRARIES
 
 
-def _completed_within(s: Snapshot, seconds: float, t: Thresholds) -> bool:
-    age = s.progress.last_completion_age_s
+def _within(age: float | None, seconds: float, t: Thresholds) -> bool:
     return age is not None and age <= seconds + t.slack_s
+
+
+def _completed_within(s: Snapshot, seconds: float, t: Thresholds) -> bool:
+    return _within(s.progress.last_completion_age_s, seconds, t)
 
 
 def _unit_rule(s: Snapshot) -> Verdict | None:
@@ -89,12 +92,18 @@ def _liveness_rule(s: Snapshot, t: Thresholds) -> Verdict | None:
                 "cannot tell busy from hung",
             ),
         )
-    if _completed_within(s, min(span, t.progress_window_s), t):
+    recent = min(span, t.progress_window_s)
+    if _completed_within(s, recent, t):
         return Verdict(
             State.BUSY,
             (Problem.SLOW,),
             (f"GET / got no answer in {_s(live.latency_s)}, but requests still complete",),
         )
+    if _within(s.progress.last_rejection_age_s, recent, t):
+        # It answers others with 503 meanwhile: overloaded, not wholly hung. Whether its
+        # generation still moves is for the rules after this one (a full queue proves nothing
+        # there); without a probe the full queue makes it busy.
+        return None
     return Verdict(
         State.HUNG,
         (Problem.PROCESS_HUNG,),
